@@ -1,0 +1,38 @@
+"""The `edgeopt` command line: `edgeopt <command> ...` (also `python -m edgeopt`).
+
+Each feature area registers its own subcommands through a `register(subparsers)` function, so this
+file only assembles them and stays free of feature logic.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgeopt", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from edgeopt import demo_cli, info
+
+    info.register(sub)
+    demo_cli.register(sub)
+    try:
+        from edgeopt.training import cli as training_cli
+    except ImportError:  # the training area is optional until it lands
+        training_cli = None
+    if training_cli is not None:
+        training_cli.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
