@@ -1,0 +1,203 @@
+// pybind11 layer: validates arrays, raises clear Python errors, releases the GIL, calls the ops.
+// Arrays are accepted as they are (no forcecast): a wrong dtype or layout is an error, never a copy.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "config/cpu.h"
+#include "ops/parallel.h"
+#include "ops/qlinear.h"
+#include "pack/qs8_packed.h"
+
+namespace py = pybind11;
+using namespace edgeopt;
+
+namespace {
+
+[[noreturn]] void type_error(const std::string& msg) { throw py::type_error("edgeopt: " + msg); }
+[[noreturn]] void value_error(const std::string& msg) { throw py::value_error("edgeopt: " + msg); }
+
+std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+template <class T>
+void require_dtype(const py::array& a, const char* what) {
+  if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().is(py::dtype::of<T>()))
+    type_error(std::string(what) + " must be " + py::str(py::dtype::of<T>()).cast<std::string>() + ", got " + dtype_name(a));
+}
+
+void require_c_contiguous(const py::array& a, const char* what) {
+  if (!(a.flags() & py::array::c_style)) value_error(std::string(what) + " must be C-contiguous");
+}
+
+// Rows may be strided; elements within a row must be adjacent.
+size_t row_stride_elems(const py::array& a, const char* what) {
+  if (a.ndim() != 2) value_error(std::string(what) + " must be 2-D, got " + std::to_string(a.ndim()) + "-D");
+  const auto item = a.itemsize();
+  if (a.shape(1) > 1 && a.strides(1) != item) value_error(std::string(what) + " must have a contiguous last dimension");
+  if (a.strides(0) % item != 0 || a.strides(0) < 0) value_error(std::string(what) + " has an unsupported row stride");
+  const size_t stride = size_t(a.strides(0) / item);
+  if (a.shape(0) > 1 && stride < size_t(a.shape(1))) value_error(std::string(what) + " rows overlap");
+  return a.shape(0) > 1 ? stride : size_t(a.shape(1));
+}
+
+Qs8PackedView packed_view(const py::array& packed) {
+  require_dtype<uint8_t>(packed, "packed weights");
+  if (packed.ndim() != 1) value_error("packed weights must be a 1-D uint8 buffer");
+  require_c_contiguous(packed, "packed weights");
+  try {
+    return view_qs8_packed(static_cast<const uint8_t*>(packed.data()), size_t(packed.size()));
+  } catch (const std::invalid_argument& e) {
+    throw py::value_error(e.what());
+  }
+}
+
+py::array_t<uint8_t> qs8_pack(const py::array& w, const py::array& scale, const py::object& bias) {
+  require_dtype<int8_t>(w, "weight");
+  require_dtype<float>(scale, "scale");
+  if (w.ndim() != 2) value_error("weight must be 2-D (out_features, in_features)");
+  require_c_contiguous(w, "weight");
+  require_c_contiguous(scale, "scale");
+  const size_t n = size_t(w.shape(0)), k = size_t(w.shape(1));
+  if (scale.ndim() != 1 || size_t(scale.shape(0)) != n) value_error("scale must have shape (out_features,)");
+  const float* bias_ptr = nullptr;
+  py::array bias_arr;
+  if (!bias.is_none()) {
+    bias_arr = bias.cast<py::array>();
+    require_dtype<float>(bias_arr, "bias");
+    require_c_contiguous(bias_arr, "bias");
+    if (bias_arr.ndim() != 1 || size_t(bias_arr.shape(0)) != n) value_error("bias must have shape (out_features,)");
+    bias_ptr = static_cast<const float*>(bias_arr.data());
+  }
+  if (n == 0 || k == 0) value_error("cannot pack an empty weight matrix");
+  py::array_t<uint8_t> out(qs8_packed_size(n, k));
+  try {
+    pack_qs8_weights(static_cast<const int8_t*>(w.data()), static_cast<const float*>(scale.data()), bias_ptr, n, k,
+                     out.mutable_data(), size_t(out.size()));
+  } catch (const std::invalid_argument& e) {
+    throw py::value_error(e.what());
+  }
+  return out;
+}
+
+py::dict qs8_packed_info(const py::array& packed) {
+  const Qs8PackedView v = packed_view(packed);
+  py::dict d;
+  d["version"] = v.header->version;
+  d["format"] = v.header->format;
+  d["out_features"] = v.n();
+  d["in_features"] = v.k();
+  d["has_bias"] = bool(v.header->has_bias);
+  d["weight_max"] = v.header->weight_max;
+  return d;
+}
+
+py::tuple qs8_unpack(const py::array& packed) {
+  const Qs8PackedView v = packed_view(packed);
+  py::array_t<int8_t> w({v.n(), v.k()});
+  py::array_t<float> scale(v.n()), bias(v.n());
+  unpack_qs8_weights(v, w.mutable_data(), scale.mutable_data(), bias.mutable_data());
+  return py::make_tuple(w, scale, bias);
+}
+
+py::tuple qlinear_py(const py::array& x, const py::array& packed, py::array& out, bool dynamic, float x_scale,
+                     int x_zero_point, float out_min, float out_max, float out_scale, int out_zero_point,
+                     int num_threads) {
+  const Qs8PackedView w = packed_view(packed);
+  QLinearCall call;
+  const bool x_is_f32 = py::isinstance<py::array_t<float>>(x) && x.dtype().is(py::dtype::of<float>());
+  const bool x_is_u8 = py::isinstance<py::array_t<uint8_t>>(x) && x.dtype().is(py::dtype::of<uint8_t>());
+  if (!x_is_f32 && !x_is_u8) type_error("input must be float32 or uint8, got " + dtype_name(x));
+  call.x_stride = row_stride_elems(x, "input");
+  if (size_t(x.shape(1)) != w.k())
+    value_error("input has " + std::to_string(x.shape(1)) + " features, the layer expects " + std::to_string(w.k()));
+  call.m = size_t(x.shape(0));
+  if (x_is_f32) {
+    call.x_f32 = static_cast<const float*>(x.data());
+  } else {
+    call.x_u8 = static_cast<const uint8_t*>(x.data());
+    if (dynamic) value_error("a uint8 input carries its own quantization parameters; dynamic must be False");
+  }
+  call.dynamic = dynamic;
+  if (!dynamic) {
+    if (!(x_scale > 0.0f) || !std::isfinite(x_scale)) value_error("input scale must be positive and finite");
+    if (x_zero_point < 0 || x_zero_point > 255) value_error("input zero point must be in [0, 255]");
+  }
+  call.x_params = {x_scale, x_zero_point};
+  if (out.dtype().is(py::dtype::of<float>())) {
+    call.out_kind = OutKind::kF32;
+  } else if (out.dtype().is(py::dtype::of<uint8_t>())) {
+    call.out_kind = OutKind::kU8;
+    if (!(out_scale > 0.0f) || !std::isfinite(out_scale)) value_error("output scale must be positive and finite");
+    if (out_zero_point < 0 || out_zero_point > 255) value_error("output zero point must be in [0, 255]");
+  } else if (out.dtype().is(py::dtype::of<int32_t>())) {
+    call.out_kind = OutKind::kS32;
+  } else {
+    type_error("output must be float32, uint8 or int32, got " + dtype_name(out));
+  }
+  if (!out.writeable()) value_error("output array is read-only");
+  call.out_stride = row_stride_elems(out, "output");
+  if (size_t(out.shape(0)) != call.m || size_t(out.shape(1)) != w.n())
+    value_error("output must have shape (" + std::to_string(call.m) + ", " + std::to_string(w.n()) + ")");
+  if (out_min > out_max) value_error("clamp minimum exceeds maximum");
+  call.out_min = out_min;
+  call.out_max = out_max;
+  call.out_params = {out_scale, out_zero_point};
+  call.out = out.mutable_data();
+  call.num_threads = num_threads;
+  U8QuantParams used;
+  {
+    py::gil_scoped_release release;
+    try {
+      used = qlinear(w, call);
+    } catch (const std::domain_error& e) {
+      py::gil_scoped_acquire acquire;
+      throw py::value_error(e.what());
+    }
+  }
+  return py::make_tuple(used.scale, used.zero_point);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "edgeopt native core (framework-free: numpy arrays in, numpy arrays out)";
+
+  m.def("isa", [] { return std::string(isa_name(active_isa())); }, "The ISA path the kernels run on.");
+  m.def(
+      "set_isa", [](const std::string& name) { set_active_isa(parse_isa(name.c_str())); }, py::arg("name"),
+      "Switch the kernel path ('ref' or 'avx2'); raises if this CPU cannot run it.");
+  m.def("cpu_info", [] {
+    const CpuInfo& c = cpu_info();
+    py::dict d;
+    d["brand"] = std::string(c.brand);
+    d["avx2"] = c.avx2;
+    d["avx512f"] = c.avx512f;
+    return d;
+  });
+  m.def("set_worker_spin_us", &set_worker_spin_us, py::arg("microseconds"));
+  m.def("worker_spin_us", &worker_spin_us);
+  m.def("pool_worker_count", &pool_worker_count);
+
+  m.def(
+      "choose_u8_params",
+      [](float lo, float hi) {
+        const U8QuantParams p = choose_u8_params(lo, hi);
+        return py::make_tuple(p.scale, p.zero_point);
+      },
+      py::arg("lo"), py::arg("hi"), "Affine uint8 (scale, zero_point) covering [min(lo,0), max(hi,0)].");
+  m.attr("QS8_WEIGHT_MAX") = int(kQGemmWeightMax);
+  m.attr("PACK_VERSION") = int(kPackVersion);
+  m.def("qs8_pack", &qs8_pack, py::arg("weight"), py::arg("scale"), py::arg("bias") = py::none(),
+        "Pack int8 weights (out_features, in_features) in [-63, 63] with per-channel scales and optional bias.");
+  m.def("qs8_unpack", &qs8_unpack, py::arg("packed"), "Inverse of qs8_pack: (weight, scale, bias).");
+  m.def("qs8_packed_info", &qs8_packed_info, py::arg("packed"), "Validate a packed buffer and describe it.");
+  m.def("qlinear", &qlinear_py, py::arg("x"), py::arg("packed"), py::arg("out"), py::arg("dynamic"),
+        py::arg("x_scale") = 1.0f, py::arg("x_zero_point") = 0, py::arg("out_min") = -INFINITY,
+        py::arg("out_max") = INFINITY, py::arg("out_scale") = 1.0f, py::arg("out_zero_point") = 0,
+        py::arg("num_threads") = 1,
+        "out = epilogue(quant_u8(x) @ W^T). x: (M, K) float32 or uint8; out: (M, N) float32, uint8 or int32 "
+        "(int32 = exact integer result). Returns the input (scale, zero_point) used.");
+}

@@ -1,0 +1,31 @@
+// The one threading story of edgeopt: parallel_for over task indices on a small persistent pool.
+//
+// Why not OpenMP: an OpenMP region ends at a barrier that waits for *every* team thread, so one thread
+// descheduled by an unrelated busy process stalls the whole call (PyTorch's 4-25x slowdowns with one
+// core busy), and PyTorch already ships its own libgomp, so a second OpenMP runtime would spin against
+// it. Here a call is complete when every *task* has run: tasks are claimed from one atomic counter by
+// whichever thread is running (the caller included), and a worker that wakes up late finds nothing left
+// and goes back to sleep. The caller can always finish alone, so a call never waits for a sleeping thread.
+#pragma once
+
+#include <cstddef>
+
+namespace edgeopt {
+
+// Runs fn(i) for every i in [0, n) using up to num_threads threads (the calling thread is one of them).
+// Nested or concurrent calls run serially on the calling thread.
+void parallel_for_raw(size_t n, int num_threads, void (*fn)(void* ctx, size_t i), void* ctx);
+
+template <class F>
+void parallel_for(size_t n, int num_threads, F&& fn) {
+  parallel_for_raw(n, num_threads, [](void* ctx, size_t i) { (*static_cast<F*>(ctx))(i); }, &fn);
+}
+
+// How long idle workers spin (microseconds) before sleeping; spinning makes back-to-back calls cheap,
+// sleeping leaves the core to others. Default 50.
+void set_worker_spin_us(int us);
+int worker_spin_us();
+// Threads created so far (workers only), for `edgeopt info` and tests.
+int pool_worker_count();
+
+}  // namespace edgeopt

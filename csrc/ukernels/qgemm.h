@@ -1,0 +1,82 @@
+// Quantized GEMM micro-kernels: u8 activations x s8 weights, int32 accumulation, fused epilogue.
+//
+// Packed weight block ("16c4"): for each group of 4 consecutive k, 16 output columns x 4 bytes,
+// columns 0-7 then 8-15 (one ymm each), so one 32-bit broadcast of activations meets 8 columns.
+// Blocks are k_padded * 16 bytes; k_padded is K rounded up to 4 and the padding weights are 0.
+//
+// Saturation: vpmaddubsw adds two u8*s8 products into int16 with saturation. Weights are limited to
+// [-63, 63] when packed, so |a0*w0 + a1*w1| <= 2*255*63 = 32130 < 32767 and the sum never saturates:
+// every kernel here equals a plain int32 dot product exactly.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace edgeopt {
+
+constexpr int kQGemmNr = 16;        // columns per packed block
+constexpr int kQGemmKr = 4;         // k values interleaved per column
+constexpr int kQGemmMr = 4;         // rows per micro-kernel call
+constexpr int kQGemmWeightMax = 63; // |w| bound that makes vpmaddubsw exact (see above)
+
+// Offset of weight (column j of its block, k) inside a packed 16c4 block.
+inline size_t qgemm_packed_offset(size_t j, size_t k) {
+  return (k / kQGemmKr) * kQGemmNr * kQGemmKr + (j / 8) * 32 + (j % 8) * kQGemmKr + k % kQGemmKr;
+}
+
+enum class OutKind : int32_t { kF32 = 0, kU8 = 1, kS32 = 2 };
+
+// What the kernel does after accumulating acc[i][j] = sum_k a[i][k] * w[j][k]:
+//   s32: acc - a_zero_point * w_colsum[j]                            (the exact integer result)
+//   f32: clamp(fma(float(s32), a_scale * w_scale[j], bias[j]), out_min, out_max)
+//   u8 : clamp(rint(f32 * out_inv_scale) + out_zero_point, 0, 255)
+// Arrays are indexed by absolute column and padded to a multiple of kQGemmNr.
+struct QGemmEpilogue {
+  const int32_t* w_colsum;
+  const float* w_scale;
+  const float* bias;
+  float a_scale;
+  int32_t a_zero_point;
+  float out_min;
+  float out_max;
+  float out_inv_scale;
+  int32_t out_zero_point;
+  OutKind out_kind;
+};
+
+// Computes an mr x nr tile (mr <= kQGemmMr, nr <= kQGemmNr) of C starting at column `col`.
+// a: mr rows of k_padded u8 values, rows a_stride bytes apart. w: the packed block holding `col`.
+// c: the tile's first element, of the type out_kind names; rows c_stride elements apart.
+using QGemmUkernelFn = void (*)(size_t mr, size_t nr, size_t k_padded, const uint8_t* a, size_t a_stride,
+                                const int8_t* w, const QGemmEpilogue& ep, size_t col, void* c,
+                                size_t c_stride);
+
+void eo_qu8s8_gemm_minmax_ukernel_4x16c4__ref(size_t mr, size_t nr, size_t k_padded, const uint8_t* a,
+                                              size_t a_stride, const int8_t* w, const QGemmEpilogue& ep,
+                                              size_t col, void* c, size_t c_stride);
+// The __ref kernel serves every mr <= 4; the avx2 ones are the 4-row tile and narrow ones for small M.
+void eo_qu8s8_gemm_minmax_ukernel_4x16c4__avx2(size_t mr, size_t nr, size_t k_padded, const uint8_t* a,
+                                               size_t a_stride, const int8_t* w, const QGemmEpilogue& ep,
+                                               size_t col, void* c, size_t c_stride);
+void eo_qu8s8_gemm_minmax_ukernel_2x16c4__avx2(size_t mr, size_t nr, size_t k_padded, const uint8_t* a,
+                                               size_t a_stride, const int8_t* w, const QGemmEpilogue& ep,
+                                               size_t col, void* c, size_t c_stride);
+void eo_qu8s8_gemm_minmax_ukernel_1x16c4__avx2(size_t mr, size_t nr, size_t k_padded, const uint8_t* a,
+                                               size_t a_stride, const int8_t* w, const QGemmEpilogue& ep,
+                                               size_t col, void* c, size_t c_stride);
+
+// Activation quantization (per tensor). Range scan: min and max over a rows x cols matrix (row stride
+// in elements); returns false if any value is NaN or +-Inf.
+using F32MinMaxFn = bool (*)(size_t rows, size_t cols, const float* x, size_t x_stride, float* min_out,
+                             float* max_out);
+// q = clamp(rint(x * inv_scale) + zero_point, 0, 255), computed as rint(clamp(x * inv_scale, -zp, 255 - zp)) + zp
+// so out-of-range inputs saturate. Returns false if any value is NaN or +-Inf (the output is then unspecified).
+using F32QuantizeU8Fn = bool (*)(size_t rows, size_t cols, const float* x, size_t x_stride, float inv_scale,
+                                 int32_t zero_point, uint8_t* q, size_t q_stride);
+
+bool eo_f32_minmax__ref(size_t, size_t, const float*, size_t, float*, float*);
+bool eo_f32_minmax__avx2(size_t, size_t, const float*, size_t, float*, float*);
+bool eo_f32_qu8_quantize__ref(size_t, size_t, const float*, size_t, float, int32_t, uint8_t*, size_t);
+bool eo_f32_qu8_quantize__avx2(size_t, size_t, const float*, size_t, float, int32_t, uint8_t*, size_t);
+
+}  // namespace edgeopt

@@ -1,0 +1,45 @@
+"""Quantization parameters shared by the quantized modules."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from edgeopt._native import _C
+
+# The packed kernels are exact for |w| <= 63 (the vpmaddubsw pair sum 2*255*63 fits int16).
+WEIGHT_MAX = int(_C.QS8_WEIGHT_MAX)
+
+ACTIVATIONS = ("none", "relu", "relu6")
+
+
+def quantize_weight_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8 weights in [-WEIGHT_MAX, WEIGHT_MAX] and their float scales."""
+    w = weight.detach().to(torch.float32).reshape(weight.shape[0], -1)
+    if not torch.isfinite(w).all():
+        raise ValueError("edgeopt: the float weight contains NaN or Inf; cannot quantize it")
+    absmax = w.abs().amax(dim=1)
+    scale = torch.where(absmax > 0, absmax / WEIGHT_MAX, torch.ones_like(absmax))
+    q = torch.round(w / scale[:, None]).clamp_(-WEIGHT_MAX, WEIGHT_MAX).to(torch.int8)
+    return q.contiguous(), scale.contiguous()
+
+
+def u8_params(lo: float, hi: float) -> tuple[float, int]:
+    """Affine uint8 (scale, zero_point) covering [min(lo, 0), max(hi, 0)]; the same rule the kernels use."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"edgeopt: activation range ({lo}, {hi}) is not finite")
+    scale, zero_point = _C.choose_u8_params(float(lo), float(hi))
+    return float(scale), int(zero_point)
+
+
+def activation_bounds(activation: str | tuple[float, float] | None) -> tuple[float, float]:
+    """The clamp that realises a fused activation: 'none', 'relu', 'relu6' or an explicit (min, max)."""
+    if activation is None or activation == "none":
+        return -math.inf, math.inf
+    if activation == "relu":
+        return 0.0, math.inf
+    if activation == "relu6":
+        return 0.0, 6.0
+    if isinstance(activation, tuple) and len(activation) == 2 and activation[0] <= activation[1]:
+        return float(activation[0]), float(activation[1])
+    raise ValueError(f"edgeopt: activation must be one of {ACTIVATIONS} or a (min, max) clamp, got {activation!r}")

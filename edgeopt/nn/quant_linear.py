@@ -1,0 +1,118 @@
+"""QuantLinear: a drop-in int8 replacement for nn.Linear (float32 in, float32 out)."""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from edgeopt import ops
+from edgeopt._native import _C
+from edgeopt.nn._qparams import activation_bounds, quantize_weight_per_channel, u8_params
+
+MODES = ("dynamic", "static")
+
+
+class QuantLinear(nn.Module):
+    """y = act(dequant(quant_u8(x) @ W_s8^T) + bias) on the edgeopt int8 kernels.
+
+    Weights: symmetric per output channel in [-63, 63] (7 bits; exact on AVX2 without VNNI, see
+    csrc/ukernels/qgemm.h), packed once. Activations: affine uint8 per tensor, from each call's
+    min/max (mode="dynamic") or from a calibrated range (mode="static"; values outside saturate).
+    Inputs must be finite: NaN or Inf raise ValueError. Inference only (no autograd).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, mode: str = "dynamic",
+                 activation: str | tuple[float, float] | None = None):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"edgeopt QuantLinear: mode must be one of {MODES}, got {mode!r}")
+        if in_features < 1 or out_features < 1:
+            raise ValueError("edgeopt QuantLinear: in_features and out_features must be positive")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.has_bias = bias
+        self.mode = mode
+        self.activation = activation
+        self.out_min, self.out_max = activation_bounds(activation)
+        self.register_buffer("packed_weight", torch.empty(0, dtype=torch.uint8))
+        # Static activation parameters live in buffers (saved with the model) and are mirrored as Python
+        # numbers so forward passes them to the op without a tensor read (keeps torch.compile graphs whole).
+        self.register_buffer("input_scale", torch.tensor(1.0))
+        self.register_buffer("input_zero_point", torch.tensor(0, dtype=torch.int32))
+        self._input_params = (1.0, 0)
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear, mode: str = "dynamic",
+                   calibration_data: Iterable[torch.Tensor] | None = None,
+                   input_range: tuple[float, float] | None = None,
+                   activation: str | tuple[float, float] | None = None) -> "QuantLinear":
+        """Quantize a float nn.Linear. Static mode needs `calibration_data` (inputs to observe, min/max)
+        or an explicit `input_range`."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"edgeopt QuantLinear.from_float expects nn.Linear, got {type(linear).__name__}")
+        module = cls(linear.in_features, linear.out_features, linear.bias is not None, mode, activation)
+        q, scale = quantize_weight_per_channel(linear.weight)
+        bias = None if linear.bias is None else linear.bias.detach().to(torch.float32).contiguous()
+        module.packed_weight = torch.from_numpy(
+            _C.qs8_pack(q.numpy(), scale.numpy(), None if bias is None else bias.numpy()))
+        if mode == "static":
+            if input_range is None:
+                if calibration_data is None:
+                    raise ValueError("edgeopt QuantLinear: static mode needs calibration_data or input_range")
+                input_range = observe_min_max(calibration_data)
+            module.set_input_range(*input_range)
+        return module
+
+    def set_input_range(self, lo: float, hi: float) -> None:
+        scale, zero_point = u8_params(lo, hi)
+        self.input_scale.fill_(scale)
+        self.input_zero_point.fill_(zero_point)
+        self._input_params = (scale, zero_point)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            raise ValueError(f"edgeopt QuantLinear runs on the CPU; got a tensor on {x.device}")
+        if x.dtype != torch.float32:
+            raise TypeError(f"edgeopt QuantLinear expects float32 input, got {x.dtype}")
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"edgeopt QuantLinear expects input (..., {self.in_features}), got {tuple(x.shape)}")
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        if x2.stride(-1) != 1:  # the kernel reads rows; a transposed view is copied once, here
+            x2 = x2.contiguous()
+        scale, zero_point = self._input_params
+        y = ops.quant_linear(x2, self.packed_weight, self.out_features, self.mode == "dynamic", scale, zero_point,
+                             self.out_min, self.out_max, 1.0, 0, False)
+        return y.reshape(*lead, self.out_features)
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """The float weight the kernel effectively uses (int8 values times their scales)."""
+        q, scale, _ = _C.qs8_unpack(self.packed_weight.numpy())
+        return torch.from_numpy(q).float() * torch.from_numpy(scale)[:, None]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        info = _C.qs8_packed_info(self.packed_weight.numpy())  # raises on a wrong or stale header
+        if (info["in_features"], info["out_features"]) != (self.in_features, self.out_features):
+            raise ValueError(
+                f"edgeopt QuantLinear: packed weight is {info['out_features']}x{info['in_features']}, "
+                f"this module is {self.out_features}x{self.in_features}")
+        self._input_params = (float(self.input_scale), int(self.input_zero_point))
+
+    def extra_repr(self) -> str:
+        act = "" if self.activation in (None, "none") else f", activation={self.activation}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.has_bias}, "
+                f"mode={self.mode}{act}")
+
+
+def observe_min_max(batches: Iterable[torch.Tensor]) -> tuple[float, float]:
+    """Running min/max over calibration inputs."""
+    lo, hi = math.inf, -math.inf
+    for batch in batches:
+        lo = min(lo, float(batch.min()))
+        hi = max(hi, float(batch.max()))
+    if lo > hi:
+        raise ValueError("edgeopt: calibration_data was empty")
+    return lo, hi

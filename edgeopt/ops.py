@@ -1,0 +1,51 @@
+"""torch.library ops over the native kernels, with fake implementations for torch.compile.
+
+This layer only adapts tensors to the framework-free core (zero-copy numpy views) and describes output
+shapes; numerics live in C++. Inputs reach the ops already validated by the modules, and the core checks
+again, so a direct caller still gets a clear error rather than a crash.
+"""
+from __future__ import annotations
+
+import torch
+
+from edgeopt._native import _C
+from edgeopt.threads import get_num_threads
+
+
+@torch.library.custom_op("edgeopt::quant_linear", mutates_args=())
+def quant_linear(
+    x: torch.Tensor,
+    packed_weight: torch.Tensor,
+    out_features: int,
+    dynamic: bool,
+    x_scale: float,
+    x_zero_point: int,
+    out_min: float,
+    out_max: float,
+    out_scale: float,
+    out_zero_point: int,
+    out_uint8: bool,
+) -> torch.Tensor:
+    """(M, K) float32 (or uint8 with x_scale/x_zero_point) -> (M, N) float32, or uint8 if out_uint8."""
+    out = torch.empty((x.shape[0], out_features), dtype=torch.uint8 if out_uint8 else torch.float32)
+    _C.qlinear(
+        x.detach().numpy(),
+        packed_weight.numpy(),
+        out.numpy(),
+        dynamic,
+        x_scale,
+        x_zero_point,
+        out_min,
+        out_max,
+        out_scale,
+        out_zero_point,
+        get_num_threads(),
+    )
+    return out
+
+
+@quant_linear.register_fake
+def _(x, packed_weight, out_features, dynamic, x_scale, x_zero_point, out_min, out_max, out_scale,
+      out_zero_point, out_uint8):
+    torch._check(x.dim() == 2, lambda: "edgeopt::quant_linear expects a 2-D input")
+    return x.new_empty((x.shape[0], out_features), dtype=torch.uint8 if out_uint8 else torch.float32)
