@@ -93,12 +93,17 @@ class QuantLinear(nn.Module):
         return torch.from_numpy(q).float() * torch.from_numpy(scale)[:, None]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        incoming = state_dict.get(prefix + "packed_weight")
+        if incoming is not None:
+            # The buffer's length depends on the layer's dims, so validate the incoming header and size
+            # our buffer to it before the generic copy (which would otherwise report a size mismatch).
+            info = _C.qs8_packed_info(incoming.contiguous().numpy())  # raises on a wrong or stale header
+            if (info["in_features"], info["out_features"]) != (self.in_features, self.out_features):
+                raise ValueError(
+                    f"edgeopt QuantLinear: packed weight is {info['out_features']}x{info['in_features']}, "
+                    f"this module is {self.out_features}x{self.in_features}")
+            self.packed_weight = torch.empty_like(incoming)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        info = _C.qs8_packed_info(self.packed_weight.numpy())  # raises on a wrong or stale header
-        if (info["in_features"], info["out_features"]) != (self.in_features, self.out_features):
-            raise ValueError(
-                f"edgeopt QuantLinear: packed weight is {info['out_features']}x{info['in_features']}, "
-                f"this module is {self.out_features}x{self.in_features}")
         self._input_params = (float(self.input_scale), int(self.input_zero_point))
 
     def extra_repr(self) -> str:
