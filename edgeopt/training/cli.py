@@ -1,0 +1,191 @@
+"""`edgeopt train | eval | distill | reproduce | compare`: registered into the main CLI by `register`."""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+
+def _model_args(pairs: list[str]) -> dict:
+    """``--model-arg width=32`` -> {"width": 32}; values are Python literals, else strings."""
+    kwargs = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--model-arg expects KEY=VALUE, got {pair!r}")
+        try:
+            kwargs[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            kwargs[key] = value
+    return kwargs
+
+
+def _load_trained(name_or_path: str):
+    """A checkpoint path, or the name of a reference model (see `edgeopt reproduce --list`)."""
+    from edgeopt.models import load_checkpoint, load_pretrained
+
+    if name_or_path.endswith(".pt") or Path(name_or_path).is_file():
+        return load_checkpoint(name_or_path)
+    return load_pretrained(name_or_path, with_metadata=True)
+
+
+def _set_threads(args) -> None:
+    torch.set_num_threads(args.threads)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", default=None, help="dataset root (default: $EDGEOPT_DATA or <repo>/../shared/data)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+
+
+def _add_fit(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, help="default: the task's (see edgeopt.training.train.TASK_DEFAULTS)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="peak learning rate of the one-cycle schedule")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--optimizer", choices=["adamw", "sgd"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, help="train on the first N samples only (smoke tests)")
+    p.add_argument("--out", help="checkpoint path (default: <cache>/checkpoints/<task>_<model>.pt)")
+
+
+def _fit_kwargs(args) -> dict:
+    return dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                optimizer=args.optimizer, seed=args.seed)
+
+
+def _command_line() -> str:
+    return "edgeopt " + " ".join(sys.argv[1:])
+
+
+def run_train(args) -> int:
+    from edgeopt.training.train import train
+
+    _set_threads(args)
+    train(args.task, args.model, model_kwargs=_model_args(args.model_arg), out=args.out, data_root=args.data_root,
+          command=_command_line(), train_limit=args.limit, **_fit_kwargs(args))
+    return 0
+
+
+def run_eval(args) -> int:
+    from edgeopt.training.evaluate import evaluate
+    from edgeopt.training.tasks import get_task
+
+    _set_threads(args)
+    model, meta = _load_trained(args.model)
+    task = args.task or meta.get("task")
+    if task is None:
+        raise SystemExit("the checkpoint does not say its task; pass it: edgeopt eval <task> --model ...")
+    if meta.get("task") not in (None, task):
+        raise SystemExit(f"{args.model} was trained on {meta['task']!r}, not {task!r}")
+    spec = get_task(task)
+    report = evaluate(model, spec.dataset(args.split, root=args.data_root), spec.classes)
+    print(json.dumps(report.to_dict(), indent=1) if args.json else f"{args.model} on {task} ({args.split})\n{report.format()}")
+    return 0
+
+
+def run_distill(args) -> int:
+    from edgeopt.training.distill import distill_task
+
+    _set_threads(args)
+    teacher, meta = _load_trained(args.teacher)
+    if meta.get("task") not in (None, args.task):
+        raise SystemExit(f"teacher {args.teacher} was trained on {meta['task']!r}, not {args.task!r}")
+    distill_task(args.task, teacher, args.student, temperature=args.temperature, alpha=args.alpha,
+                 student_kwargs=_model_args(args.model_arg), out=args.out, data_root=args.data_root,
+                 command=_command_line(), teacher_name=args.teacher, train_limit=args.limit, **_fit_kwargs(args))
+    return 0
+
+
+def run_reproduce(args) -> int:
+    from edgeopt.training.reference import RECIPES, reproduce
+
+    if args.list or not args.names:
+        for recipe in RECIPES.values():
+            print(f"{recipe.name:32s} {recipe.explicit_command}")
+        return 0
+    _set_threads(args)
+    for name in args.names:
+        print(f"{name}: {reproduce(name, force=args.force, into_package=args.into_package, data_root=args.data_root)}")
+    return 0
+
+
+def run_compare(args) -> int:
+    from edgeopt.training.report import compare_models, format_rows
+
+    _set_threads(args)
+    models = {}
+    for name in args.models:
+        model, meta = _load_trained(name)
+        if meta.get("task") not in (None, args.task):
+            raise SystemExit(f"{name} was trained on {meta['task']!r}, not {args.task!r}")
+        models[name] = model
+    print(format_rows(compare_models(args.task, models, args.split, args.data_root, args.runs)))
+    return 0
+
+
+def register(subparsers) -> None:
+    from edgeopt.training.tasks import TASKS
+
+    tasks = list(TASKS)
+    p = subparsers.add_parser("train", help="train a model on a dataset and save a checkpoint")
+    p.add_argument("task", choices=tasks)
+    p.add_argument("--model", help="registry name (default: the task's reference model)")
+    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="constructor argument, repeatable")
+    _add_fit(p)
+    _add_common(p)
+    p.set_defaults(run=run_train)
+
+    p = subparsers.add_parser("eval", help="accuracy, confusion matrix and per-class recall of a trained model")
+    p.add_argument("task", nargs="?", choices=tasks, help="default: the task stored in the checkpoint")
+    p.add_argument("--model", required=True, help="reference model name or checkpoint path")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--json", action="store_true")
+    _add_common(p)
+    p.set_defaults(run=run_eval)
+
+    p = subparsers.add_parser("distill", help="knowledge distillation from a trained teacher into a student")
+    p.add_argument("task", choices=tasks)
+    p.add_argument("--teacher", required=True, help="reference model name or checkpoint path")
+    p.add_argument("--student", required=True, help="registry name of the student architecture")
+    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="student constructor argument")
+    p.add_argument("--temperature", type=float, default=4.0)
+    p.add_argument("--alpha", type=float, default=0.9, help="weight of the soft-target loss")
+    _add_fit(p)
+    _add_common(p)
+    p.set_defaults(run=run_distill)
+
+    p = subparsers.add_parser("reproduce", help="train the reference models (cached; --list shows them)")
+    p.add_argument("names", nargs="*")
+    p.add_argument("--list", action="store_true")
+    p.add_argument("--force", action="store_true", help="retrain even if a checkpoint exists")
+    p.add_argument("--into-package", action="store_true", help="write to edgeopt/checkpoints/ (for committing)")
+    _add_common(p)
+    p.set_defaults(run=run_reproduce)
+
+    p = subparsers.add_parser("compare", help="MACs, params, latency and accuracy of trained models side by side")
+    p.add_argument("task", choices=tasks)
+    p.add_argument("models", nargs="+", help="reference model names or checkpoint paths")
+    p.add_argument("--split", default="test", choices=["val", "test"])
+    p.add_argument("--runs", type=int, default=50, help="timed batch-1 forward passes per model")
+    _add_common(p)
+    p.set_defaults(run=run_compare)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m edgeopt.training.cli``) for use before the main CLI is installed."""
+    parser = argparse.ArgumentParser(prog="edgeopt-training")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
