@@ -8,6 +8,7 @@
 #include <string>
 
 #include "config/cpu.h"
+#include "ops/ceilings.h"
 #include "ops/parallel.h"
 #include "ops/qlinear.h"
 #include "pack/qs8_packed.h"
@@ -180,6 +181,18 @@ PYBIND11_MODULE(_C, m) {
   m.def("set_worker_spin_us", &set_worker_spin_us, py::arg("microseconds"));
   m.def("worker_spin_us", &worker_spin_us);
   m.def("pool_worker_count", &pool_worker_count);
+  m.def(
+      "measure_ceiling",
+      [](const std::string& kind, double seconds, int num_threads) {
+        CeilingResult r;
+        {
+          py::gil_scoped_release release;
+          r = measure_ceiling(kind, seconds, num_threads);
+        }
+        return py::make_tuple(r.units, r.seconds);
+      },
+      py::arg("kind"), py::arg("seconds") = 0.2, py::arg("num_threads") = 1,
+      "Machine ceiling: 'f32_fma' (flops), 's8_madd' (int8 MACs), 'read' (bytes). Returns (units, seconds).");
 
   m.def(
       "choose_u8_params",

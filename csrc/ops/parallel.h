@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstddef>
+#include <type_traits>
 
 namespace edgeopt {
 
@@ -18,7 +19,8 @@ void parallel_for_raw(size_t n, int num_threads, void (*fn)(void* ctx, size_t i)
 
 template <class F>
 void parallel_for(size_t n, int num_threads, F&& fn) {
-  parallel_for_raw(n, num_threads, [](void* ctx, size_t i) { (*static_cast<F*>(ctx))(i); }, &fn);
+  using Fn = std::remove_reference_t<F>;
+  parallel_for_raw(n, num_threads, [](void* ctx, size_t i) { (*static_cast<Fn*>(ctx))(i); }, const_cast<void*>(static_cast<const void*>(&fn)));
 }
 
 // How long idle workers spin (microseconds) before sleeping; spinning makes back-to-back calls cheap,
