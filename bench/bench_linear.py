@@ -1,0 +1,105 @@
+"""pyperf benchmark of one Linear implementation over the shapes in models/linear_shapes.txt.
+
+    python bench/bench_linear.py --impl edgeopt -o edgeopt.json [--m 1,8,64,256,1024] [--only NAME]
+
+Implementations: eager (nn.Linear fp32), compile (torch.compile of it), torch_int8 (PyTorch's dynamic
+int8 Linear, FBGEMM), edgeopt (QuantLinear, dynamic). Run them all and compare with run_linear.py.
+Weights are packed / compiled outside the timer; the timed call is the layer's forward at batch M.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import avx2_path  # noqa: E402  (must precede torch)
+
+import pyperf  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+IMPLS = ("eager", "compile", "torch_int8", "edgeopt")
+SHAPES_FILE = Path(__file__).resolve().parent / "models" / "linear_shapes.txt"
+DEFAULT_M = "1,8,64,256,1024"
+
+
+def read_shapes(path: Path = SHAPES_FILE) -> list[tuple[str, int, int]]:
+    shapes = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].split()
+        if line:
+            shapes.append((line[0], int(line[1]), int(line[2])))
+    return shapes
+
+
+def bench_name(layer: str, m: int, k: int, n: int) -> str:
+    return f"{layer} M={m} K={k} N={n}"
+
+
+def build(impl: str, k: int, n: int) -> nn.Module:
+    torch.manual_seed(0)
+    linear = nn.Linear(k, n).eval()
+    if impl == "eager":
+        return linear
+    if impl == "compile":
+        return torch.compile(linear)
+    if impl == "torch_int8":
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.backends.quantized.engine = "x86"
+            return torch.ao.quantization.quantize_dynamic(nn.Sequential(linear), {nn.Linear}, dtype=torch.qint8)
+    if impl == "edgeopt":
+        from edgeopt.nn import QuantLinear
+
+        return QuantLinear.from_float(linear)
+    raise ValueError(impl)
+
+
+def time_forward(loops: int, module: nn.Module, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        for _ in range(loops):
+            module(x)
+        return time.perf_counter() - t0
+
+
+def add_cmdline_args(cmd, args):
+    cmd.extend(("--impl", args.impl, "--m", args.m))
+    if args.only:
+        cmd.extend(("--only", args.only))
+
+
+def main() -> None:
+    runner = pyperf.Runner(processes=4, values=5, warmups=1, min_time=0.05, add_cmdline_args=add_cmdline_args)
+    runner.argparser.add_argument("--impl", choices=IMPLS, required=True)
+    runner.argparser.add_argument("--m", default=DEFAULT_M, help="comma-separated row counts")
+    runner.argparser.add_argument("--only", default="", help="comma-separated layer names to run")
+    args = runner.parse_args()
+    meta = avx2_path.setup()
+    from edgeopt.threads import get_num_threads
+
+    meta.update(impl=args.impl, edgeopt_threads=str(get_num_threads()))
+    for key, value in meta.items():
+        runner.metadata[key] = value
+    only = set(filter(None, args.only.split(",")))
+    task = 0
+    for layer, k, n in read_shapes():
+        if only and layer not in only:
+            continue
+        for m in (int(v) for v in args.m.split(",")):
+            # Build only in the worker that runs this benchmark (compile and packing are slow).
+            mine = args.worker and args.worker_task == task
+            module = build(args.impl, k, n) if mine else None
+            x = torch.randn(m, k)
+            if mine:
+                time_forward(2, module, x)  # compile / first-call work stays out of the timings
+            runner.bench_time_func(bench_name(layer, m, k, n), time_forward, module, x,
+                                   metadata={"macs": str(m * k * n)})
+            task += 1
+
+
+if __name__ == "__main__":
+    main()
