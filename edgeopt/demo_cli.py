@@ -55,7 +55,7 @@ def trained_model(key: str, log=print) -> nn.Module:
     from edgeopt.training.loop import FitConfig, fit
 
     spec = DEMO_MODELS[key]
-    path = cache_dir() / "demo" / f"{key}-mnist-seed{SEED}.pt"
+    path = cache_dir() / "demo" / f"{key}-mnist-e{spec.epochs}-n{spec.train_subset}-seed{SEED}.pt"
     model = _build(spec)
     if path.exists():
         state = torch.load(path, weights_only=True)
