@@ -105,8 +105,16 @@ def run_reproduce(args) -> int:
     from edgeopt.training.reference import RECIPES, reproduce
 
     if args.list or not args.names:
+        from edgeopt.models import load_checkpoint, pretrained_path
+        from edgeopt.models.checkpoint import PretrainedNotFoundError
+
         for recipe in RECIPES.values():
-            print(f"{recipe.name:32s} {recipe.explicit_command}")
+            try:
+                meta = load_checkpoint(pretrained_path(recipe.name))[1]
+                status = f"test {100 * meta['test_accuracy']:.2f}%, {meta['macs'] / 1e6:.1f} M MACs"
+            except PretrainedNotFoundError:
+                status = "not trained yet"
+            print(f"{recipe.name:30s} {status:32s} {recipe.explicit_command}")
         return 0
     _set_threads(args)
     for name in args.names:

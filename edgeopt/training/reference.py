@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from edgeopt.models import PACKAGE_CHECKPOINTS, cache_dir, load_pretrained, pretrained_path
 from edgeopt.models.checkpoint import PretrainedNotFoundError
 
@@ -77,7 +75,6 @@ def reproduce(name: str, force: bool = False, into_package: bool = False, data_r
             if progress:
                 log(f"{name}: using existing checkpoint {existing} (--force retrains)")
             return existing
-    torch.set_num_threads(torch.get_num_threads())
     if recipe.teacher:
         reproduce(recipe.teacher, data_root=data_root, progress=progress, log=log, into_package=into_package)
         teacher = load_pretrained(recipe.teacher)

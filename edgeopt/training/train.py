@@ -15,9 +15,9 @@ from edgeopt.training.tasks import get_task
 
 # per-task defaults, chosen so each reference run takes minutes on two cores
 TASK_DEFAULTS: dict[str, dict] = {
-    "ravdess": dict(epochs=40, batch_size=32, lr=2e-3, weight_decay=5e-2, optimizer="adamw", label_smoothing=0.1),
-    "fsdd": dict(epochs=25, batch_size=64, lr=3e-3, weight_decay=1e-2, optimizer="adamw", label_smoothing=0.1),
-    "fsdd_speaker": dict(epochs=25, batch_size=64, lr=3e-3, weight_decay=1e-2, optimizer="adamw", label_smoothing=0.1),
+    "ravdess": dict(epochs=15, batch_size=32, lr=2e-3, weight_decay=5e-2, optimizer="adamw", label_smoothing=0.1),
+    "fsdd": dict(epochs=40, batch_size=64, lr=5e-3, weight_decay=1e-2, optimizer="adamw", label_smoothing=0.1),
+    "fsdd_speaker": dict(epochs=40, batch_size=64, lr=5e-3, weight_decay=1e-2, optimizer="adamw", label_smoothing=0.1),
     "cifar10": dict(epochs=15, batch_size=256, lr=0.15, weight_decay=5e-4, optimizer="sgd", label_smoothing=0.1),
     "mnist": dict(epochs=3, batch_size=256, lr=0.05, weight_decay=5e-4, optimizer="sgd"),
 }
