@@ -9,11 +9,11 @@ Weights are packed / compiled outside the timer; the timed call is the layer's f
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import avx2_path  # noqa: E402  (must precede torch)
+from common import time_forward  # noqa: E402
 
 import pyperf  # noqa: E402
 import torch  # noqa: E402
@@ -57,13 +57,6 @@ def build(impl: str, k: int, n: int) -> nn.Module:
         return QuantLinear.from_float(linear)
     raise ValueError(impl)
 
-
-def time_forward(loops: int, module: nn.Module, x: torch.Tensor) -> float:
-    with torch.no_grad():
-        t0 = time.perf_counter()
-        for _ in range(loops):
-            module(x)
-        return time.perf_counter() - t0
 
 
 def add_cmdline_args(cmd, args):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import avx2_path  # noqa: E402
+from common import median_seconds, write_summary  # noqa: E402
 
 from bench_linear import DEFAULT_M, IMPLS, bench_name, read_shapes  # noqa: E402
 
@@ -38,16 +38,6 @@ def measure_ceilings(threads: int) -> dict:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
-
-def medians(path: Path) -> dict[str, float]:
-    data = json.loads(path.read_text())
-    result = {}
-    for bench in data["benchmarks"]:
-        name = bench.get("metadata", {}).get("name")
-        values = [v for run in bench["runs"] for v in run.get("values", [])]
-        if name and values:
-            result[name] = statistics.median(values)
-    return result
 
 
 TARGETS = (
@@ -80,6 +70,7 @@ def main() -> int:
     print(f"ceilings ({args.threads} threads): {ceilings['before']}", flush=True)
     for i, impl in enumerate(impls, 1):
         print(f"[{i}/{len(impls)}] {impl}", flush=True)
+        (out / f"{impl}.json").unlink(missing_ok=True)  # pyperf refuses to overwrite; a rerun replaces
         cmd = [sys.executable, str(HERE / "bench_linear.py"), "--impl", impl, "--m", args.m, "-o",
                str(out / f"{impl}.json"), "--inherit-environ", ",".join(avx2_path.INHERIT), "--quiet"]
         if args.only:
@@ -95,7 +86,7 @@ def main() -> int:
     print(table.stdout)
 
     ceil = {k: max(ceilings["before"][k], ceilings["after"][k]) for k in ceilings["before"]}
-    times = {impl: medians(out / f"{impl}.json") for impl in impls}
+    times = {impl: median_seconds(out / f"{impl}.json") for impl in impls}
     lines = [f"# Linear benchmark ({args.threads} threads)", "",
              f"Ceilings (best of before/after): fp32 {ceil['fp32_gmacs']:.0f} GMAC/s, int8 {ceil['int8_gmacs']:.0f} "
              f"GMAC/s, read {ceil['read_gbs']:.1f} GB/s", "",
@@ -128,9 +119,7 @@ def main() -> int:
             lines.append(f"- {desc}: {name}: {ratio:.2f}x (target >= {goal}x) {'MET' if ratio >= goal else 'MISSED'}")
         if not results:
             lines.append(f"- {desc}: not measured in this run")
-    summary = "\n".join(lines)
-    (out / "summary.md").write_text(summary + "\n")
-    print(summary)
+    write_summary(out, lines)
     return 0
 
 
