@@ -3,13 +3,13 @@
 Image: ``resnet18``, ``resnet34``, ``resnet50``, ``mobilenet_v2`` (224x224, torchvision state_dict names)
 and their CIFAR-size variants ``resnet18_cifar``, ``resnet50_cifar``, ``mobilenet_v2_cifar``, plus the
 small CIFAR-10 reference ``resnet10_cifar_slim``. Audio: ``vgg_audio`` / ``vgg_audio_small`` (speech
-emotion, 1x64x128 log-mel) and ``dscnn`` / ``dscnn_small`` (spoken digits). Transformer: ``vit_tiny``
+emotion, 1x64x128 log-mel) and ``dscnn_large`` / ``dscnn`` / ``dscnn_small`` (spoken digits). Transformer: ``vit_tiny``
 (3x224x224, timm names) and ``vit_tiny_cifar``.
 """
 from edgeopt.models import audio, mobilenetv2, resnet, vit  # noqa: F401  (registers the models)
 from edgeopt.models.audio import DSCNN, VggAudio
 from edgeopt.models.checkpoint import (
-    CheckpointError, PretrainedNotFoundError, cache_dir, load_checkpoint, load_pretrained, pretrained_path,
+    PACKAGE_CHECKPOINTS, CheckpointError, PretrainedNotFoundError, cache_dir, load_checkpoint, load_pretrained, pretrained_path,
     save_checkpoint,
 )
 from edgeopt.models.mobilenetv2 import MobileNetV2

@@ -92,6 +92,14 @@ def dscnn(**kwargs) -> DSCNN:
     return DSCNN(**kwargs)
 
 
+@register_model("dscnn_large")
+def dscnn_large(**kwargs) -> DSCNN:
+    """Twice the width and one more block than `dscnn`: over 4x its MACs, the FSDD distillation teacher."""
+    kwargs.setdefault("width", 128)
+    kwargs.setdefault("num_blocks", 5)
+    return DSCNN(**kwargs)
+
+
 @register_model("dscnn_small")
 def dscnn_small(**kwargs) -> DSCNN:
     kwargs.setdefault("width", 24)
