@@ -34,7 +34,7 @@ CeilingResult measure_ceiling(const std::string& kind, double target_seconds, in
   volatile double sink = 0;
   if (kind == "f32_fma" || kind == "s8_madd") {
     const bool fma = kind == "f32_fma";
-    const double per_iter = fma ? double(kCeilingChains) * 16 : double(kCeilingChains) * 32;
+    const double per_iter = fma ? double(kCeilingChains) * 16 : double(kCeilingS8MacsPerIteration);
     size_t iters = 1 << 14;
     for (;;) {  // grow the work until the run is long enough to time
       const double t = timed(tasks, num_threads, [&](size_t) {
