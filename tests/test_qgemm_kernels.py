@@ -201,3 +201,123 @@ def test_packed_header_is_checked():
         _C.qs8_packed_info(packed[:-16].copy())
     with pytest.raises(ValueError, match="shorter than the header"):
         _C.qs8_packed_info(packed[:10].copy())
+
+
+def test_thread_pool_runs_every_task_exactly_once():
+    # Calls whose task counts change (3, 17, 1, 64, ...) with workers that sleep between calls.
+    assert _C._parallel_selftest(3000, 2) == 0
+    assert _C._parallel_selftest(300, 4) == 0
+
+
+@pytest.mark.parametrize("position", [3, 37])  # inside the 16-wide vector loop, and in the scalar tail
+def test_nonfinite_detected_in_vector_and_tail(isa, position):
+    w = np.ones((4, 40), np.int8)
+    x = np.zeros((3, 40), np.float32)
+    x[1, position] = np.nan
+    out = np.empty((3, 4), np.float32)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        _C.qlinear(x, pack(w), out, True)
+    x[1, position] = -np.inf
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        _C.qlinear(x, pack(w), out, False, 0.1, 3)
+
+
+def test_static_saturation_in_vector_path(isa):
+    k = 40
+    w = np.ones((1, k), np.int8)
+    x = np.zeros((1, k), np.float32)
+    x[0, :20] = 1e9
+    x[0, 20:] = -1e9
+    out = np.empty((1, 1), np.int32)
+    _C.qlinear(x, pack(w), out, False, 0.01, 10)
+    assert out[0, 0] == 20 * (255 - 10) + 20 * (0 - 10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
+def test_float_and_u8_outputs_respect_row_stride(isa, rng, dtype):
+    m, n, k, gutter = 5, 19, 24, 5
+    w = rng.integers(-W_MAX, W_MAX + 1, (n, k)).astype(np.int8)
+    packed = pack(w, np.full(n, 0.01, np.float32), rng.standard_normal(n).astype(np.float32))
+    big_x = rng.standard_normal((m, k + 7)).astype(np.float32)
+    x = big_x[:, 3:3 + k]  # strided float rows
+    sentinel = 77
+    buf = np.full((m, n + gutter), sentinel, dtype)
+    kwargs = dict(out_scale=0.05, out_zero_point=128) if dtype == np.uint8 else {}
+    s, zp = _C.qlinear(x, packed, buf[:, :n], True, num_threads=2, **kwargs)
+    assert (buf[:, n:] == sentinel).all()
+    dense = np.empty((m, n), dtype)
+    _C.qlinear(np.ascontiguousarray(x), packed, dense, True, num_threads=2, **kwargs)
+    np.testing.assert_array_equal(buf[:, :n], dense)
+
+
+def test_u8_input_rows_not_multiple_of_4_are_not_overread(isa, rng):
+    # The input's last row ends exactly at a page that may not be read: reading past it would crash.
+    import ctypes
+    import mmap
+
+    page = mmap.PAGESIZE
+    m, k, n = 3, 21, 8
+    region = mmap.mmap(-1, 2 * page, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(region))
+    libc = ctypes.CDLL(None)
+    assert libc.mprotect(ctypes.c_void_p(base + page), ctypes.c_size_t(page), 0) == 0  # PROT_NONE guard
+    try:
+        arr = np.frombuffer(region, np.uint8, count=m * k, offset=page - m * k).reshape(m, k)
+        arr[:] = rng.integers(0, 256, (m, k))
+        w = rng.integers(-W_MAX, W_MAX + 1, (n, k)).astype(np.int8)
+        out = np.empty((m, n), np.int32)
+        _C.qlinear(arr, pack(w), out, False, 1.0, 5, num_threads=2)
+        np.testing.assert_array_equal(out, exact_ref(np.array(arr), 5, w))
+        del arr
+    finally:
+        libc.mprotect(ctypes.c_void_p(base + page), ctypes.c_size_t(page), 3)
+        region.close()
+
+
+def test_loaded_buffers_are_validated_in_full():
+    w = np.arange(-20, 20, dtype=np.int8).reshape(4, 10)
+    good = pack(w, np.full(4, 0.5, np.float32))
+    _C.qs8_packed_info(good)
+    data_offset = len(good) - 16 * 12  # n_padded = 16 columns x k_padded = 12 bytes of blocks
+    tampered = good.copy()
+    tampered[data_offset] = np.uint8(np.int8(-128).view(np.uint8))  # column 0, k 0
+    with pytest.raises(ValueError, match="outside \\[-63, 63\\]"):
+        _C.qs8_packed_info(tampered)
+    padding = good.copy()
+    padding[len(good) - 1] = 1  # last column of the last block is padding
+    with pytest.raises(ValueError, match="padding"):
+        _C.qs8_packed_info(padding)
+    colsum = good.copy()
+    colsum[64] ^= 1  # first column sum
+    with pytest.raises(ValueError, match="column sum"):
+        _C.qs8_packed_info(colsum)
+    wide = good.copy()
+    wide[36] = 127  # header weight_max
+    with pytest.raises(ValueError, match="range \\+-127"):
+        _C.qs8_packed_info(wide)
+
+
+def test_equivalent_dtypes_from_pickle_are_accepted():
+    import pickle
+
+    w = np.ones((4, 8), np.int8)
+    packed = pickle.loads(pickle.dumps(pack(w)))
+    x = pickle.loads(pickle.dumps(np.ones((2, 8), np.float32)))
+    out = np.empty((2, 4), np.float32)
+    _C.qlinear(x, packed, out, True)
+    assert np.isfinite(out).all()
+
+
+def test_nan_clamp_bounds_are_refused():
+    out = np.empty((1, 4), np.float32)
+    with pytest.raises(ValueError, match="min <= max"):
+        _C.qlinear(np.ones((1, 8), np.float32), pack(np.ones((4, 8), np.int8)), out, True, out_min=np.nan)
+
+
+def test_u8_params_edge_ranges():
+    assert _C.choose_u8_params(0.0, 0.0) == (1.0, 0)
+    assert _C.choose_u8_params(0.0, 1e-44) == (1.0, 0)  # step below the smallest normal float
+    scale, zp = _C.choose_u8_params(-3e38, 3e38)
+    assert np.isfinite(scale) and zp == 128
+    scale, zp = _C.choose_u8_params(-1.0, 3.0)
+    assert abs(scale - 4 / 255) < 1e-7 and zp == 64

@@ -141,3 +141,24 @@ def test_torch_compile_fullgraph_keeps_the_op():
         expected = model(x)
     assert any("edgeopt.quant_linear" in c for c in code), "the edgeopt op is missing from the compiled code"
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+
+
+def test_broadcast_rows_and_uninitialised_module():
+    torch.manual_seed(4)
+    lin = nn.Linear(8, 5)
+    q = QuantLinear.from_float(lin)
+    row = torch.randn(1, 8)
+    np.testing.assert_array_equal(q(row.expand(3, 8)).numpy(), q(row.repeat(3, 1)).numpy())
+    with pytest.raises(RuntimeError, match="no weights yet"):
+        QuantLinear(8, 5)(row)
+
+
+def test_mode_and_activation_travel_with_the_state_dict():
+    torch.manual_seed(5)
+    lin = nn.Linear(16, 6)
+    q = QuantLinear.from_float(lin, mode="static", input_range=(-1.0, 1.0), activation="relu")
+    fresh = QuantLinear(16, 6)  # constructed dynamic, no activation
+    fresh.load_state_dict(q.state_dict())
+    assert fresh.mode == "static" and fresh.activation == "relu"
+    x = torch.randn(4, 16) * 3
+    assert torch.equal(fresh(x), q(x))

@@ -23,9 +23,15 @@ namespace {
 
 std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
 
+// Equivalence, not identity: an unpickled float32 dtype is a different object but the same type.
+template <class T>
+bool has_dtype(const py::array& a) {
+  return py::isinstance<py::array_t<T>>(a);
+}
+
 template <class T>
 void require_dtype(const py::array& a, const char* what) {
-  if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().is(py::dtype::of<T>()))
+  if (!has_dtype<T>(a))
     type_error(std::string(what) + " must be " + py::str(py::dtype::of<T>()).cast<std::string>() + ", got " + dtype_name(a));
 }
 
@@ -85,13 +91,19 @@ py::array_t<uint8_t> qs8_pack(const py::array& w, const py::array& scale, const 
 
 py::dict qs8_packed_info(const py::array& packed) {
   const Qs8PackedView v = packed_view(packed);
+  try {
+    // Once per load, O(n*k): a buffer from a file must meet every assumption the kernels make.
+    validate_qs8_contents(v);
+  } catch (const std::invalid_argument& e) {
+    throw py::value_error(e.what());
+  }
   py::dict d;
-  d["version"] = v.header->version;
-  d["format"] = v.header->format;
+  d["version"] = v.header.version;
+  d["format"] = v.header.format;
   d["out_features"] = v.n();
   d["in_features"] = v.k();
-  d["has_bias"] = bool(v.header->has_bias);
-  d["weight_max"] = v.header->weight_max;
+  d["has_bias"] = bool(v.header.has_bias);
+  d["weight_max"] = v.header.weight_max;
   return d;
 }
 
@@ -108,8 +120,8 @@ py::tuple qlinear_py(const py::array& x, const py::array& packed, py::array& out
                      int num_threads) {
   const Qs8PackedView w = packed_view(packed);
   QLinearCall call;
-  const bool x_is_f32 = py::isinstance<py::array_t<float>>(x) && x.dtype().is(py::dtype::of<float>());
-  const bool x_is_u8 = py::isinstance<py::array_t<uint8_t>>(x) && x.dtype().is(py::dtype::of<uint8_t>());
+  const bool x_is_f32 = has_dtype<float>(x);
+  const bool x_is_u8 = has_dtype<uint8_t>(x);
   if (!x_is_f32 && !x_is_u8) type_error("input must be float32 or uint8, got " + dtype_name(x));
   call.x_stride = row_stride_elems(x, "input");
   if (size_t(x.shape(1)) != w.k())
@@ -127,13 +139,13 @@ py::tuple qlinear_py(const py::array& x, const py::array& packed, py::array& out
     if (x_zero_point < 0 || x_zero_point > 255) value_error("input zero point must be in [0, 255]");
   }
   call.x_params = {x_scale, x_zero_point};
-  if (out.dtype().is(py::dtype::of<float>())) {
+  if (has_dtype<float>(out)) {
     call.out_kind = OutKind::kF32;
-  } else if (out.dtype().is(py::dtype::of<uint8_t>())) {
+  } else if (has_dtype<uint8_t>(out)) {
     call.out_kind = OutKind::kU8;
     if (!(out_scale > 0.0f) || !std::isfinite(out_scale)) value_error("output scale must be positive and finite");
     if (out_zero_point < 0 || out_zero_point > 255) value_error("output zero point must be in [0, 255]");
-  } else if (out.dtype().is(py::dtype::of<int32_t>())) {
+  } else if (has_dtype<int32_t>(out)) {
     call.out_kind = OutKind::kS32;
   } else {
     type_error("output must be float32, uint8 or int32, got " + dtype_name(out));
@@ -142,7 +154,7 @@ py::tuple qlinear_py(const py::array& x, const py::array& packed, py::array& out
   call.out_stride = row_stride_elems(out, "output");
   if (size_t(out.shape(0)) != call.m || size_t(out.shape(1)) != w.n())
     value_error("output must have shape (" + std::to_string(call.m) + ", " + std::to_string(w.n()) + ")");
-  if (out_min > out_max) value_error("clamp minimum exceeds maximum");
+  if (!(out_min <= out_max)) value_error("clamp bounds must satisfy min <= max (and not be NaN)");
   call.out_min = out_min;
   call.out_max = out_max;
   call.out_params = {out_scale, out_zero_point};
@@ -182,8 +194,18 @@ PYBIND11_MODULE(_C, m) {
   m.def("worker_spin_us", &worker_spin_us);
   m.def("pool_worker_count", &pool_worker_count);
   m.def(
+      "_parallel_selftest",
+      [](int calls, int threads) {
+        py::gil_scoped_release release;
+        return parallel_selftest(calls, threads);
+      },
+      py::arg("calls"), py::arg("threads"),
+      "Stress the pool with calls of changing task counts; returns how many tasks ran other than once.");
+  m.def(
       "measure_ceiling",
       [](const std::string& kind, double seconds, int num_threads) {
+        if (num_threads < 1) value_error("num_threads must be >= 1");
+        if (!(seconds > 0.0) || seconds > 60.0) value_error("seconds must be in (0, 60]");
         CeilingResult r;
         {
           py::gil_scoped_release release;

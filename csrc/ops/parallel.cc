@@ -3,12 +3,13 @@
 #include <pthread.h>
 #include <sched.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <mutex>
-#include <thread>
 #include <vector>
+#include <thread>
 
 namespace edgeopt {
 namespace {
@@ -20,12 +21,19 @@ inline void cpu_relax() {
 }
 
 std::atomic<int> g_spin_us{50};
+// Set while this thread runs pool tasks, so a parallel_for inside a task runs inline.
+thread_local bool t_in_task = false;
+
+struct TaskScope {
+  TaskScope() { t_in_task = true; }
+  ~TaskScope() { t_in_task = false; }
+};
 
 class Pool {
  public:
   void run(size_t n, int num_threads, void (*fn)(void*, size_t), void* ctx) {
     std::unique_lock<std::mutex> lock(submit_, std::try_to_lock);
-    if (!lock.owns_lock()) {  // nested or concurrent: the pool is busy, do it here
+    if (!lock.owns_lock()) {  // another thread's call holds the pool: do this one here
       for (size_t i = 0; i < n; ++i) fn(ctx, i);
       return;
     }
@@ -33,9 +41,9 @@ class Pool {
     participants_.store(num_threads - 1, std::memory_order_relaxed);
     fn_.store(fn, std::memory_order_relaxed);
     ctx_.store(ctx, std::memory_order_relaxed);
-    n_.store(n, std::memory_order_relaxed);
     done_.store(0, std::memory_order_relaxed);
     const uint32_t gen = ++gen_counter_;
+    job_.store((uint64_t(gen) << 32) | n, std::memory_order_release);
     claim_.store(uint64_t(gen) << 32, std::memory_order_release);
     generation_.store(gen, std::memory_order_seq_cst);
     if (sleepers_.load(std::memory_order_seq_cst) > 0) generation_.notify_all();
@@ -48,24 +56,27 @@ class Pool {
   }
 
   void ensure_workers(int count) {
-    while (int(workers_.size()) < count) {
-      const int index = int(workers_.size());
-      workers_.emplace_back([this, index] { worker_loop(index); });
-      workers_.back().detach();
+    for (int index = worker_count_.load(); index < count; ++index) {
+      std::thread([this, index] { worker_loop(index); }).detach();
+      worker_count_.store(index + 1);
     }
   }
 
-  int worker_count() { return int(workers_.size()); }
+  int worker_count() const { return worker_count_.load(); }
 
  private:
-  // Claims and runs tasks of generation gen until none is left. The claim word packs (generation,
-  // next index), so a late thread can never claim a task of a newer call by mistake; a successful claim
+  // Claims and runs tasks of generation gen until none is left. Both the claim word (generation, next
+  // index) and the job word (generation, task count) carry the generation, so a thread that stalls
+  // between reading them can never pair an old call's index with a newer call's count. A successful claim
   // pins the call (it cannot complete before this task does), so fn_/ctx_ are still that call's.
   void run_tasks(uint32_t gen) {
+    TaskScope scope;
     for (;;) {
       uint64_t c = claim_.load(std::memory_order_acquire);
       if (uint32_t(c >> 32) != gen) return;
-      const size_t n = n_.load(std::memory_order_relaxed);
+      const uint64_t job = job_.load(std::memory_order_acquire);
+      if (uint32_t(job >> 32) != gen) return;
+      const size_t n = size_t(job & 0xffffffffu);
       if ((c & 0xffffffffu) >= n) return;
       if (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel)) continue;
       fn_.load(std::memory_order_relaxed)(ctx_.load(std::memory_order_relaxed), size_t(c & 0xffffffffu));
@@ -97,11 +108,11 @@ class Pool {
   }
 
   std::mutex submit_;
-  std::vector<std::thread> workers_;
+  std::atomic<int> worker_count_{0};
   uint32_t gen_counter_ = 0;
   std::atomic<uint32_t> generation_{0};
   std::atomic<uint64_t> claim_{0};
-  std::atomic<size_t> n_{0};
+  std::atomic<uint64_t> job_{0};
   std::atomic<size_t> done_{0};
   std::atomic<void (*)(void*, size_t)> fn_{nullptr};
   std::atomic<void*> ctx_{nullptr};
@@ -130,16 +141,41 @@ Pool& pool() {
 
 void parallel_for_raw(size_t n, int num_threads, void (*fn)(void*, size_t), void* ctx) {
   if (n == 0) return;
-  if (num_threads <= 1 || n == 1) {
+  // Inline: one thread asked for, one task, a call from inside a task, or more tasks than a claim word holds.
+  if (num_threads <= 1 || n == 1 || t_in_task || n >= 0xffffffffu) {
     for (size_t i = 0; i < n; ++i) fn(ctx, i);
     return;
   }
-  if (size_t(num_threads) > n) num_threads = int(n);
+  // More threads than hardware threads only adds wake-ups and descheduling.
+  const int hardware = std::max(1, int(std::thread::hardware_concurrency()));
+  num_threads = std::min({num_threads, hardware, int(n)});
   pool().run(n, num_threads, fn, ctx);
 }
 
 void set_worker_spin_us(int us) { g_spin_us.store(us < 0 ? 0 : us); }
 int worker_spin_us() { return g_spin_us.load(); }
 int pool_worker_count() { return pool().worker_count(); }
+
+}  // namespace edgeopt
+
+namespace edgeopt {
+
+long parallel_selftest(int calls, int num_threads) {
+  // Changing task counts between calls is the case where a stale worker could pair an old call's index
+  // with a new call's count; zero spin makes workers sleep and wake late as often as possible.
+  static const size_t kCounts[] = {3, 17, 1, 64, 2, 33};
+  const int saved_spin = worker_spin_us();
+  set_worker_spin_us(0);
+  long errors = 0;
+  std::vector<std::atomic<int>> hits(64);
+  for (int call = 0; call < calls; ++call) {
+    const size_t n = kCounts[size_t(call) % (sizeof kCounts / sizeof kCounts[0])];
+    for (size_t i = 0; i < n; ++i) hits[i].store(0, std::memory_order_relaxed);
+    parallel_for(n, num_threads, [&](size_t i) { hits[i].fetch_add(1, std::memory_order_relaxed); });
+    for (size_t i = 0; i < n; ++i) errors += hits[i].load(std::memory_order_relaxed) != 1;
+  }
+  set_worker_spin_us(saved_spin);
+  return errors;
+}
 
 }  // namespace edgeopt

@@ -29,5 +29,7 @@ void set_worker_spin_us(int us);
 int worker_spin_us();
 // Threads created so far (workers only), for `edgeopt info` and tests.
 int pool_worker_count();
+// Test hook: `calls` calls with changing task counts; returns how many tasks did not run exactly once.
+long parallel_selftest(int calls, int num_threads);
 
 }  // namespace edgeopt

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <vector>
 
@@ -67,8 +68,11 @@ void quantize_rows(const QGemmKernels& kern, const QLinearCall& call, size_t k, 
 U8QuantParams choose_u8_params(float lo, float hi) {
   lo = std::min(lo, 0.0f);
   hi = std::max(hi, 0.0f);
-  if (!(hi > lo)) return {1.0f, 0};  // all zeros: any scale represents them
-  const float scale = (hi - lo) / 255.0f;
+  // Divide before subtracting: hi - lo overflows for ranges near FLT_MAX.
+  const float scale = hi / 255.0f - lo / 255.0f;
+  // All zeros, or a range so small its step is not a normal float: every value quantizes to the zero
+  // point, and any normal scale represents that.
+  if (!(scale >= std::numeric_limits<float>::min()) || !std::isfinite(scale)) return {1.0f, 0};
   const float zp = std::nearbyint(-lo / scale);
   return {scale, int32_t(std::clamp(zp, 0.0f, 255.0f))};
 }

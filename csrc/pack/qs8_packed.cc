@@ -1,5 +1,6 @@
 #include "pack/qs8_packed.h"
 
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -91,15 +92,43 @@ Qs8PackedView view_qs8_packed(const uint8_t* buf, size_t bytes) {
              std::to_string(kPackVersion) + "; re-create the module from the float model");
   if (h.format != kPackFormatQs8Gemm16c4 || h.nr != kQGemmNr || h.kr != kQGemmKr)
     bad_pack("layout is not the s8 16c4 GEMM layout");
+  if (h.weight_max != kQGemmWeightMax)
+    bad_pack("weights packed for range +-" + std::to_string(h.weight_max) + ", the kernels are exact only for +-" +
+             std::to_string(kQGemmWeightMax));
   if (h.n == 0 || h.k == 0 || h.k > kQs8MaxK) bad_pack("invalid dims");
   const Layout l = layout_for(h.n, h.k);
   if (h.n_padded != l.n_padded || h.k_padded != l.k_padded || h.total_bytes != l.total || bytes != l.total)
     bad_pack("header dims (" + std::to_string(h.n) + " x " + std::to_string(h.k) + ") do not match a buffer of " +
              std::to_string(bytes) + " bytes");
   if (reinterpret_cast<uintptr_t>(buf) % 4 != 0) bad_pack("buffer is not 4-byte aligned");
-  const PackHeader* hp = reinterpret_cast<const PackHeader*>(buf);
-  return Qs8PackedView{hp, reinterpret_cast<const int32_t*>(buf + l.colsum), reinterpret_cast<const float*>(buf + l.scale),
+  return Qs8PackedView{h, reinterpret_cast<const int32_t*>(buf + l.colsum), reinterpret_cast<const float*>(buf + l.scale),
                        reinterpret_cast<const float*>(buf + l.bias), reinterpret_cast<const int8_t*>(buf + l.blocks)};
+}
+
+void validate_qs8_contents(const Qs8PackedView& v) {
+  const size_t n = v.n(), k = v.k(), kp = v.k_padded();
+  for (size_t j = 0; j < v.n_padded(); ++j) {
+    const int8_t* block = v.blocks + (j / kQGemmNr) * v.block_bytes();
+    const size_t jj = j % kQGemmNr;
+    int32_t sum = 0;
+    for (size_t kk = 0; kk < kp; ++kk) {
+      const int w = block[qgemm_packed_offset(jj, kk)];
+      if (j >= n || kk >= k) {
+        if (w != 0) bad_pack("non-zero padding weight at column " + std::to_string(j) + ", k " + std::to_string(kk));
+        continue;
+      }
+      if (w > kQGemmWeightMax || w < -kQGemmWeightMax)
+        bad_pack("weight " + std::to_string(w) + " at (" + std::to_string(j) + ", " + std::to_string(kk) +
+                 ") is outside [-63, 63]");
+      sum += w;
+    }
+    if (j < n) {
+      if (sum != v.colsum[j]) bad_pack("column sum of output " + std::to_string(j) + " does not match its weights");
+      if (!(std::isfinite(v.scale[j]) && v.scale[j] > 0.0f))
+        bad_pack("scale of output " + std::to_string(j) + " is not finite and positive");
+      if (!std::isfinite(v.bias[j])) bad_pack("bias of output " + std::to_string(j) + " is not finite");
+    }
+  }
 }
 
 void unpack_qs8_weights(const Qs8PackedView& v, int8_t* w, float* scale, float* bias) {

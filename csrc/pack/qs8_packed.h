@@ -35,16 +35,19 @@ struct PackHeader {
 };
 static_assert(sizeof(PackHeader) == 64, "the header is part of the on-disk format");
 
+// Dims are copied out of the header when it is validated, so a buffer changed afterwards (another thread
+// writing the tensor) cannot steer the kernels out of bounds.
 struct Qs8PackedView {
-  const PackHeader* header;
+  PackHeader header;
   const int32_t* colsum;
   const float* scale;
   const float* bias;
   const int8_t* blocks;
-  size_t n() const { return header->n; }
-  size_t k() const { return header->k; }
-  size_t k_padded() const { return header->k_padded; }
-  size_t block_bytes() const { return size_t(header->k_padded) * header->nr; }
+  size_t n() const { return header.n; }
+  size_t k() const { return header.k; }
+  size_t k_padded() const { return header.k_padded; }
+  size_t n_padded() const { return header.n_padded; }
+  size_t block_bytes() const { return size_t(header.k_padded) * header.nr; }
 };
 
 size_t qs8_packed_size(size_t n, size_t k);
@@ -54,6 +57,9 @@ void pack_qs8_weights(const int8_t* w, const float* scale, const float* bias, si
                       size_t out_bytes);
 // Validates the header against the buffer; throws std::invalid_argument saying what is wrong.
 Qs8PackedView view_qs8_packed(const uint8_t* buf, size_t bytes);
+// Checks what the header cannot: every weight in [-63, 63], padding zero, column sums consistent,
+// scales finite and positive, biases finite. O(n*k); meant for buffers loaded from files.
+void validate_qs8_contents(const Qs8PackedView& v);
 // Inverse of the packing, for inspection and tests: w n x k, scale n, bias n.
 void unpack_qs8_weights(const Qs8PackedView& v, int8_t* w, float* scale, float* bias);
 

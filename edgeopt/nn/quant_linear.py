@@ -78,10 +78,13 @@ class QuantLinear(nn.Module):
             raise TypeError(f"edgeopt QuantLinear expects float32 input, got {x.dtype}")
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"edgeopt QuantLinear expects input (..., {self.in_features}), got {tuple(x.shape)}")
+        if self.packed_weight.numel() == 0:
+            raise RuntimeError("edgeopt QuantLinear has no weights yet: build it with QuantLinear.from_float(...) "
+                               "or load a state_dict")
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
-        if x2.stride(-1) != 1:  # the kernel reads rows; a transposed view is copied once, here
-            x2 = x2.contiguous()
+        if x2.stride(-1) != 1 or (x2.shape[0] > 1 and x2.stride(0) < self.in_features):
+            x2 = x2.contiguous()  # the kernel reads whole rows: transposed or broadcast views are copied once, here
         scale, zero_point = self._input_params
         y = ops.quant_linear(x2, self.packed_weight, self.out_features, self.mode == "dynamic", scale, zero_point,
                              self.out_min, self.out_max, 1.0, 0, False)
@@ -92,12 +95,21 @@ class QuantLinear(nn.Module):
         q, scale, _ = _C.qs8_unpack(self.packed_weight.numpy())
         return torch.from_numpy(q).float() * torch.from_numpy(scale)[:, None]
 
+    def get_extra_state(self) -> dict:
+        # Saved with the state_dict so a static checkpoint cannot be loaded into a dynamic module unnoticed.
+        return {"mode": self.mode, "activation": self.activation}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.mode = state["mode"]
+        self.activation = state["activation"]
+        self.out_min, self.out_max = activation_bounds(self.activation)
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         incoming = state_dict.get(prefix + "packed_weight")
         if incoming is not None:
             # The buffer's length depends on the layer's dims, so validate the incoming header and size
             # our buffer to it before the generic copy (which would otherwise report a size mismatch).
-            info = _C.qs8_packed_info(incoming.contiguous().numpy())  # raises on a wrong or stale header
+            info = _C.qs8_packed_info(incoming.contiguous().numpy())  # raises on a bad header or contents
             if (info["in_features"], info["out_features"]) != (self.in_features, self.out_features):
                 raise ValueError(
                     f"edgeopt QuantLinear: packed weight is {info['out_features']}x{info['in_features']}, "
