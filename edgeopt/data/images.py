@@ -93,6 +93,8 @@ class Mnist(_TensorImageDataset):
     classes = tuple(str(d) for d in range(10))
 
     def __init__(self, root: str | os.PathLike | None = None, split: str = "train", augment: bool = False):
+        if augment:
+            raise ValueError("MNIST has no augmentation here (flips would change digits)")
         part, rows = _select(split, 60000)
         path = dataset_dir("mnist", root) / "mnist.npz"
         arrays = _load_npz(path, (f"x_{part}", f"y_{part}"))
@@ -100,8 +102,6 @@ class Mnist(_TensorImageDataset):
         if x.ndim != 3 or x.shape[1:] != (28, 28) or x.shape[0] != y.shape[0]:
             raise DataCorruptError(f"{path}: unexpected MNIST shapes x={x.shape}, y={y.shape}")
         super().__init__(x[rows, :, :, None], y[rows], MNIST_MEAN, MNIST_STD, augment=False)
-        if augment:
-            raise ValueError("MNIST has no augmentation here (flips would change digits)")
 
 
 @lru_cache(maxsize=2)
