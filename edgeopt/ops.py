@@ -49,3 +49,36 @@ def _(x, packed_weight, out_features, dynamic, x_scale, x_zero_point, out_min, o
       out_zero_point, out_uint8):
     torch._check(x.dim() == 2, lambda: "edgeopt::quant_linear expects a 2-D input")
     return x.new_empty((x.shape[0], out_features), dtype=torch.uint8 if out_uint8 else torch.float32)
+
+
+# --- float-weight linear layers (fp32 / fp16 packed weights) and the fused low-rank layer (issue 6) ---
+
+@torch.library.custom_op("edgeopt::fw_linear", mutates_args=())
+def fw_linear(x: torch.Tensor, packed_weight: torch.Tensor, out_features: int, out_min: float,
+              out_max: float) -> torch.Tensor:
+    """(M, K) float32 -> (M, N) float32: clamp(x @ W^T + bias) with W packed as fp32 or fp16."""
+    out = torch.empty((x.shape[0], out_features), dtype=torch.float32)
+    _C.fw_linear(x.detach().numpy(), packed_weight.numpy(), out.numpy(), out_min, out_max, get_num_threads())
+    return out
+
+
+@fw_linear.register_fake
+def _(x, packed_weight, out_features, out_min, out_max):
+    torch._check(x.dim() == 2, lambda: "edgeopt::fw_linear expects a 2-D input")
+    return x.new_empty((x.shape[0], out_features), dtype=torch.float32)
+
+
+@torch.library.custom_op("edgeopt::low_rank_linear", mutates_args=())
+def low_rank_linear(x: torch.Tensor, packed_v: torch.Tensor, packed_u: torch.Tensor, out_features: int,
+                    out_min: float, out_max: float) -> torch.Tensor:
+    """(M, K) float32 -> (M, N) float32: clamp((x @ V) @ U^T + bias), fused (intermediate stays in cache)."""
+    out = torch.empty((x.shape[0], out_features), dtype=torch.float32)
+    _C.low_rank_linear(x.detach().numpy(), packed_v.numpy(), packed_u.numpy(), out.numpy(), out_min, out_max,
+                       get_num_threads())
+    return out
+
+
+@low_rank_linear.register_fake
+def _(x, packed_v, packed_u, out_features, out_min, out_max):
+    torch._check(x.dim() == 2, lambda: "edgeopt::low_rank_linear expects a 2-D input")
+    return x.new_empty((x.shape[0], out_features), dtype=torch.float32)

@@ -16,6 +16,8 @@
 namespace py = pybind11;
 using namespace edgeopt;
 
+void register_float_linear(py::module_& m);  // bindings/float_linear.cc (issue 6: fp16 weights, low rank)
+
 namespace {
 
 [[noreturn]] void type_error(const std::string& msg) { throw py::type_error("edgeopt: " + msg); }
@@ -235,4 +237,5 @@ PYBIND11_MODULE(_C, m) {
         py::arg("num_threads") = 1,
         "out = epilogue(quant_u8(x) @ W^T). x: (M, K) float32 or uint8; out: (M, N) float32, uint8 or int32 "
         "(int32 = exact integer result). Returns the input (scale, zero_point) used.");
+  register_float_linear(m);
 }

@@ -14,4 +14,13 @@ const QGemmKernels& qgemm_kernels(Isa isa) {
   return isa == Isa::kAvx2 ? avx2 : ref;
 }
 
+const FloatGemmKernels& float_gemm_kernels(Isa isa) {
+  static const FloatGemmKernels ref{eo_f32_gemm_minmax_ukernel_1x64__ref, eo_f32_gemm_minmax_ukernel_4x16__ref,
+                                    eo_f32_f16w_gemm_minmax_ukernel_1x64__ref, eo_f32_f16w_gemm_minmax_ukernel_4x16__ref};
+  static const FloatGemmKernels avx2{eo_f32_gemm_minmax_ukernel_1x64__avx2, eo_f32_gemm_minmax_ukernel_4x16__avx2,
+                                     eo_f32_f16w_gemm_minmax_ukernel_1x64__avx2,
+                                     eo_f32_f16w_gemm_minmax_ukernel_4x16__avx2};
+  return isa == Isa::kAvx2 ? avx2 : ref;
+}
+
 }  // namespace edgeopt

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "config/cpu.h"
+#include "ukernels/f32gemm.h"
 #include "ukernels/qgemm.h"
 
 namespace edgeopt {
@@ -16,5 +17,17 @@ struct QGemmKernels {
 
 const QGemmKernels& qgemm_kernels(Isa isa);
 inline const QGemmKernels& qgemm_kernels() { return qgemm_kernels(active_isa()); }
+
+// Float GEMM with f32 or f16 packed weights (ukernels/f32gemm.h): a 1-row kernel for batch 1 and a
+// 4-row kernel for the rest, per weight type.
+struct FloatGemmKernels {
+  F32GemmUkernelFn f32_1x64;
+  F32GemmUkernelFn f32_4x16;
+  F16wGemmUkernelFn f16w_1x64;
+  F16wGemmUkernelFn f16w_4x16;
+};
+
+const FloatGemmKernels& float_gemm_kernels(Isa isa);
+inline const FloatGemmKernels& float_gemm_kernels() { return float_gemm_kernels(active_isa()); }
 
 }  // namespace edgeopt

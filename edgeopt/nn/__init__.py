@@ -1,4 +1,6 @@
 """Drop-in nn.Module replacements backed by edgeopt kernels."""
+from edgeopt.nn.half_linear import HalfLinear
+from edgeopt.nn.low_rank_linear import LowRankLinear
 from edgeopt.nn.quant_linear import QuantLinear
 
-__all__ = ["QuantLinear"]
+__all__ = ["HalfLinear", "LowRankLinear", "QuantLinear"]

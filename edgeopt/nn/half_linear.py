@@ -1,0 +1,123 @@
+"""HalfLinear: nn.Linear with weights stored as fp16 (or fp32) in edgeopt's packed layout.
+
+Batch-1 Linear layers are memory-bound: every weight is read once per call. Storing the weights as
+IEEE half halves the bytes streamed; the kernel widens them with F16C (exactly) and accumulates in fp32,
+so the only error is the rounding of the weights to half (relative 2^-11 per weight).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from edgeopt import ops
+from edgeopt._native import _C
+from edgeopt.nn._qparams import activation_bounds
+
+WEIGHT_DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
+
+
+def check_weight_dtype(owner: str, weight_dtype: str) -> None:
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"edgeopt {owner}: weight_dtype must be one of {tuple(WEIGHT_DTYPES)}, got {weight_dtype!r}")
+
+
+def pack_float(owner: str, weight: torch.Tensor, bias: torch.Tensor | None, weight_dtype: str) -> torch.Tensor:
+    """Packs (out, in) float weights as fp16 or fp32; refuses weights that do not fit (NaN, Inf, |w| > 65504 in fp16)."""
+    w = weight.detach().to(torch.float32)
+    if not torch.isfinite(w).all():
+        raise ValueError(f"edgeopt {owner}: the float weight contains NaN or Inf")
+    wq = w.to(WEIGHT_DTYPES[weight_dtype]).contiguous()  # round to nearest even
+    if not torch.isfinite(wq).all():
+        raise ValueError(f"edgeopt {owner}: weights beyond the fp16 range (|w| > 65504); use weight_dtype='fp32'")
+    b = None if bias is None else bias.detach().to(torch.float32).contiguous().numpy()
+    return torch.from_numpy(_C.fw_pack(wq.numpy(), b))
+
+
+def check_input(owner: str, x: torch.Tensor, in_features: int) -> torch.Tensor:
+    """Validates x (..., in_features) float32 on the CPU and returns it as 2-D rows the kernel can read."""
+    if x.device.type != "cpu":
+        raise ValueError(f"edgeopt {owner} runs on the CPU; got a tensor on {x.device}")
+    if x.dtype != torch.float32:
+        raise TypeError(f"edgeopt {owner} expects float32 input, got {x.dtype}")
+    if x.dim() == 0 or x.shape[-1] != in_features:
+        raise ValueError(f"edgeopt {owner} expects input (..., {in_features}), got {tuple(x.shape)}")
+    x2 = x.reshape(-1, in_features)
+    if x2.stride(-1) != 1 or (x2.shape[0] > 1 and x2.stride(0) < in_features):
+        x2 = x2.contiguous()  # transposed or broadcast views are copied once, here
+    return x2
+
+
+def load_packed(owner: str, incoming: torch.Tensor, shape: tuple[int, int], weight_dtype: str, name: str) -> None:
+    """Validates a packed buffer from a state_dict: header, contents, dims and weight dtype."""
+    info = _C.fw_packed_info(incoming.contiguous().numpy())  # raises on a bad header or contents
+    got = (info["out_features"], info["in_features"])
+    if got != shape:
+        raise ValueError(f"edgeopt {owner}: {name} is {got[0]}x{got[1]}, this module expects {shape[0]}x{shape[1]}")
+    if info["weight_dtype"] != weight_dtype:
+        raise ValueError(f"edgeopt {owner}: {name} holds {info['weight_dtype']} weights, this module is {weight_dtype}")
+
+
+class HalfLinear(nn.Module):
+    """y = act(x @ W^T + bias) with W stored as fp16 (default) or fp32, fp32 accumulation.
+
+    Drop-in for nn.Linear at inference (float32 in, float32 out, any leading dims). No autograd.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, weight_dtype: str = "fp16",
+                 activation: str | tuple[float, float] | None = None):
+        super().__init__()
+        check_weight_dtype("HalfLinear", weight_dtype)
+        if in_features < 1 or out_features < 1:
+            raise ValueError("edgeopt HalfLinear: in_features and out_features must be positive")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.has_bias = bias
+        self.weight_dtype = weight_dtype
+        self.activation = activation
+        self.out_min, self.out_max = activation_bounds(activation)
+        self.register_buffer("packed_weight", torch.empty(0, dtype=torch.uint8))
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear, weight_dtype: str = "fp16",
+                   activation: str | tuple[float, float] | None = None) -> "HalfLinear":
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"edgeopt HalfLinear.from_float expects nn.Linear, got {type(linear).__name__}")
+        module = cls(linear.in_features, linear.out_features, linear.bias is not None, weight_dtype, activation)
+        module.packed_weight = pack_float("HalfLinear", linear.weight, linear.bias, weight_dtype)
+        return module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x2 = check_input("HalfLinear", x, self.in_features)
+        if self.packed_weight.numel() == 0:
+            raise RuntimeError("edgeopt HalfLinear has no weights yet: build it with HalfLinear.from_float(...) "
+                               "or load a state_dict")
+        y = ops.fw_linear(x2, self.packed_weight, self.out_features, self.out_min, self.out_max)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def weight_float(self) -> torch.Tensor:
+        """The weight the kernel uses, widened to float32."""
+        w, _ = _C.fw_unpack(self.packed_weight.numpy())
+        return torch.from_numpy(w).float()
+
+    def get_extra_state(self) -> dict:
+        return {"weight_dtype": self.weight_dtype, "activation": self.activation}
+
+    def set_extra_state(self, state: dict) -> None:
+        check_weight_dtype("HalfLinear", state["weight_dtype"])
+        self.weight_dtype = state["weight_dtype"]
+        self.activation = state["activation"]
+        self.out_min, self.out_max = activation_bounds(self.activation)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        incoming = state_dict.get(prefix + "packed_weight")
+        extra = state_dict.get(prefix + "_extra_state")
+        if incoming is not None:
+            dtype = extra["weight_dtype"] if isinstance(extra, dict) else self.weight_dtype
+            load_packed("HalfLinear", incoming, (self.out_features, self.in_features), dtype, "packed weight")
+            self.packed_weight = torch.empty_like(incoming)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        act = "" if self.activation in (None, "none") else f", activation={self.activation}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.has_bias}, "
+                f"weight_dtype={self.weight_dtype}{act}")

@@ -1,0 +1,154 @@
+"""LowRankLinear: W (out x in) ~= U @ V^T as two thin factors, run by one fused kernel.
+
+y = (x @ V) @ U^T + bias costs rank * (in + out) MACs instead of in * out. The fused op takes row
+blocks of x through both products while the rank-r intermediate stays in L1 (two phases in one native
+call at batch 1), and is bit-identical to running the two factors as separate layers (`unfused`).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from edgeopt import ops
+from edgeopt._native import _C
+from edgeopt.nn._qparams import activation_bounds
+from edgeopt.nn.half_linear import check_input, check_weight_dtype, load_packed, pack_float
+
+
+def choose_rank(singular_values: torch.Tensor, rank: int | float | None = None,
+                energy: float | None = None) -> int:
+    """Rank from an explicit count, a fraction of min(in, out) (0 < rank < 1), or the explained energy
+    (smallest r with sum(s[:r]^2) >= energy * sum(s^2))."""
+    full = singular_values.numel()
+    if (rank is None) == (energy is None):
+        raise ValueError("edgeopt low rank: give exactly one of rank= or energy=")
+    if rank is not None:
+        if isinstance(rank, float) and 0.0 < rank < 1.0:
+            return max(1, int(round(rank * full)))
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= full:
+            raise ValueError(f"edgeopt low rank: rank must be an int in [1, {full}] or a fraction in (0, 1), got {rank!r}")
+        return rank
+    if not 0.0 < energy <= 1.0:
+        raise ValueError(f"edgeopt low rank: energy must be in (0, 1], got {energy!r}")
+    e = singular_values.double().pow(2)
+    total = float(e.sum())
+    if total == 0.0:
+        return 1
+    cum = torch.cumsum(e, 0) / total
+    return min(full, int(torch.searchsorted(cum, torch.tensor(energy, dtype=cum.dtype) - 1e-12)) + 1)
+
+
+def svd_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Truncated SVD W ~= U @ Vt with the singular values split evenly (sqrt on each side, which keeps
+    both factors' ranges alike -- what fp16 storage or a later int8 quantization want). Returns (U, Vt, s)."""
+    w = weight.detach().to(torch.float64)
+    u, s, vt = torch.linalg.svd(w, full_matrices=False)
+    root = s[:rank].sqrt()
+    return (u[:, :rank] * root).float(), (root[:, None] * vt[:rank]).float(), s
+
+
+class LowRankLinear(nn.Module):
+    """y = act((x @ V) @ U^T + bias), U: (out, rank), V: (in, rank), stored fp32 or fp16."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True, weight_dtype: str = "fp32",
+                 activation: str | tuple[float, float] | None = None):
+        super().__init__()
+        check_weight_dtype("LowRankLinear", weight_dtype)
+        if in_features < 1 or out_features < 1:
+            raise ValueError("edgeopt LowRankLinear: in_features and out_features must be positive")
+        if not 1 <= rank <= min(in_features, out_features):
+            raise ValueError(f"edgeopt LowRankLinear: rank must be in [1, {min(in_features, out_features)}], got {rank}")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.rank = rank
+        self.has_bias = bias
+        self.weight_dtype = weight_dtype
+        self.activation = activation
+        self.out_min, self.out_max = activation_bounds(activation)
+        self.register_buffer("packed_v", torch.empty(0, dtype=torch.uint8))  # V^T: (rank, in)
+        self.register_buffer("packed_u", torch.empty(0, dtype=torch.uint8))  # U: (out, rank) + bias
+
+    @classmethod
+    def from_factors(cls, u: torch.Tensor, vt: torch.Tensor, bias: torch.Tensor | None = None,
+                     weight_dtype: str = "fp32",
+                     activation: str | tuple[float, float] | None = None) -> "LowRankLinear":
+        """From U (out, rank) and V^T (rank, in)."""
+        if u.dim() != 2 or vt.dim() != 2 or u.shape[1] != vt.shape[0]:
+            raise ValueError(f"edgeopt LowRankLinear: factors must be U (out, r) and V^T (r, in), got "
+                             f"{tuple(u.shape)} and {tuple(vt.shape)}")
+        module = cls(vt.shape[1], u.shape[0], u.shape[1], bias is not None, weight_dtype, activation)
+        module.packed_v = pack_float("LowRankLinear", vt, None, weight_dtype)
+        module.packed_u = pack_float("LowRankLinear", u, bias, weight_dtype)
+        return module
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear, rank: int | float | None = None, energy: float | None = None,
+                   weight_dtype: str = "fp32",
+                   activation: str | tuple[float, float] | None = None) -> "LowRankLinear":
+        """Truncated SVD of a float nn.Linear at a given rank (count or fraction of min(in, out)) or energy."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"edgeopt LowRankLinear.from_float expects nn.Linear, got {type(linear).__name__}")
+        s = torch.linalg.svdvals(linear.weight.detach().to(torch.float64))
+        r = choose_rank(s, rank, energy)
+        u, vt, _ = svd_factors(linear.weight, r)
+        return cls.from_factors(u, vt, linear.bias, weight_dtype, activation)
+
+    def _require_weights(self) -> None:
+        if self.packed_v.numel() == 0 or self.packed_u.numel() == 0:
+            raise RuntimeError("edgeopt LowRankLinear has no weights yet: build it with from_float / from_factors "
+                               "or load a state_dict")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x2 = check_input("LowRankLinear", x, self.in_features)
+        self._require_weights()
+        y = ops.low_rank_linear(x2, self.packed_v, self.packed_u, self.out_features, self.out_min, self.out_max)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def unfused(self, x: torch.Tensor) -> torch.Tensor:
+        """The same layer as two separate GEMMs (the reference the fused kernel must equal exactly)."""
+        x2 = check_input("LowRankLinear", x, self.in_features)
+        self._require_weights()
+        t = ops.fw_linear(x2, self.packed_v, self.rank, -math.inf, math.inf)
+        y = ops.fw_linear(t, self.packed_u, self.out_features, self.out_min, self.out_max)
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(U, V^T, bias) as float32, as stored (fp16 factors widened)."""
+        u, bias = _C.fw_unpack(self.packed_u.numpy())
+        vt, _ = _C.fw_unpack(self.packed_v.numpy())
+        return torch.from_numpy(u).float(), torch.from_numpy(vt).float(), torch.from_numpy(bias)
+
+    def weight_float(self) -> torch.Tensor:
+        u, vt, _ = self.factors()
+        return (u.double() @ vt.double()).float()
+
+    def macs_per_row(self) -> int:
+        return self.rank * (self.in_features + self.out_features)
+
+    def get_extra_state(self) -> dict:
+        return {"weight_dtype": self.weight_dtype, "activation": self.activation, "rank": self.rank}
+
+    def set_extra_state(self, state: dict) -> None:
+        check_weight_dtype("LowRankLinear", state["weight_dtype"])
+        if state["rank"] != self.rank:
+            raise ValueError(f"edgeopt LowRankLinear: checkpoint has rank {state['rank']}, this module {self.rank}")
+        self.weight_dtype = state["weight_dtype"]
+        self.activation = state["activation"]
+        self.out_min, self.out_max = activation_bounds(self.activation)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        extra = state_dict.get(prefix + "_extra_state")
+        dtype = extra["weight_dtype"] if isinstance(extra, dict) else self.weight_dtype
+        for name, shape in (("packed_v", (self.rank, self.in_features)), ("packed_u", (self.out_features, self.rank))):
+            incoming = state_dict.get(prefix + name)
+            if incoming is not None:
+                load_packed("LowRankLinear", incoming, shape, dtype, name)
+                setattr(self, name, torch.empty_like(incoming))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        act = "" if self.activation in (None, "none") else f", activation={self.activation}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, "
+                f"bias={self.has_bias}, weight_dtype={self.weight_dtype}{act}")
