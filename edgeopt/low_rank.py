@@ -1,0 +1,178 @@
+"""edgeopt.low_rank(model, rank=... | energy=... | speedup=...): truncated-SVD factorization of the
+nn.Linear layers, kept only where it is measured to be faster.
+
+Each candidate layer W (out x in) becomes LowRankLinear (W ~= U @ V^T, rank r, fused kernel). The rank is
+chosen per layer: an explicit count or fraction of min(in, out), the smallest rank keeping a fraction of
+the spectral energy, or the largest rank whose MAC ratio in*out / (r*(in+out)) reaches a speedup target.
+A layer is replaced only if the factorized layer runs faster than the current one on the input shape the
+layer actually sees (timed on this machine, now). Returns the model (changed in place) and a report.
+Conv2d factorization (Tucker-2, spatially separable) is not implemented yet: conv layers are left alone.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+import types
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from edgeopt.nn.low_rank_linear import LowRankLinear, choose_rank
+
+
+@dataclass
+class LowRankReport:
+    name: str
+    in_features: int
+    out_features: int
+    rank: int            # chosen rank (0 when no rank saves MACs)
+    full_rank: int
+    macs_before: int     # per input row
+    macs_after: int      # per input row (= macs_before when not converted)
+    rel_error: float     # ||W - U V^T||_F / ||W||_F of the stored factors (nan when not evaluated)
+    energy: float        # fraction of sum(s^2) kept
+    dense_us: float      # measured time of the current layer (nan when not measured)
+    low_rank_us: float   # measured time of the factorized layer
+    converted: bool
+    reason: str = ""
+
+
+def rank_for_speedup(in_features: int, out_features: int, speedup: float) -> int:
+    """Largest rank whose MAC ratio reaches `speedup` (0 if none does)."""
+    if not speedup > 0:
+        raise ValueError(f"edgeopt low_rank: speedup must be positive, got {speedup!r}")
+    return int(math.floor(in_features * out_features / (speedup * (in_features + out_features))))
+
+
+def _time_us(module: nn.Module, x: torch.Tensor, repeats: int) -> float:
+    """Median microseconds per call over `repeats` timed blocks (first call untimed)."""
+    with torch.no_grad():
+        module(x)
+        loops = 1
+        t0 = time.perf_counter()
+        module(x)
+        one = time.perf_counter() - t0
+        loops = max(1, min(200, int(2e-3 / max(one, 1e-7))))  # ~2 ms blocks
+        samples = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(loops):
+                module(x)
+            samples.append((time.perf_counter() - t0) / loops)
+    samples.sort()
+    return samples[len(samples) // 2] * 1e6
+
+
+@torch.no_grad()
+def _input_rows(model: nn.Module, linears: dict[str, nn.Linear], example_input) -> dict[str, int]:
+    """Rows (product of leading dims) each layer sees for one call on example_input."""
+    rows: dict[str, int] = {}
+
+    def hook_for(name):
+        def hook(_module, inputs):
+            rows[name] = max(1, inputs[0].numel() // inputs[0].shape[-1])
+        return hook
+
+    handles = [m.register_forward_pre_hook(hook_for(name)) for name, m in linears.items()]
+    was_training = model.training
+    try:
+        model.eval()
+        model(*example_input) if isinstance(example_input, tuple) else model(example_input)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return rows
+
+
+def low_rank(model: nn.Module, rank: int | float | None = None, energy: float | None = None,
+             speedup: float | None = None, *, weight_dtype: str = "fp32", example_input=None,
+             measure: bool = True, min_gain: float = 1.05, repeats: int = 7,
+             skip: Iterable[str] = ()) -> tuple[nn.Module, list[LowRankReport]]:
+    """Factorize the nn.Linear layers of `model` in place; returns (model, per-layer report).
+
+    Exactly one of rank (int, or fraction of min(in, out)), energy (fraction of sum(s^2) kept) or
+    speedup (MAC-ratio target) chooses each layer's rank. With measure=True (default), each layer is
+    timed as it is and factorized on inputs of the shape it sees for `example_input` (a model input, or a
+    tuple of inputs; default: one row per layer), and replaced only if the factorized layer is at least
+    `min_gain` times faster. measure=False replaces every layer whose MACs go down.
+    """
+    if sum(v is not None for v in (rank, energy, speedup)) != 1:
+        raise ValueError("edgeopt low_rank: give exactly one of rank=, energy= or speedup=")
+    skip = set(skip)
+    linears = {name: m for name, m in model.named_modules() if type(m) is nn.Linear}
+    rows = _input_rows(model, linears, example_input) if example_input is not None else {}
+    report = []
+    for name, linear in linears.items():
+        k, n = linear.in_features, linear.out_features
+        full = min(k, n)
+        w = linear.weight.detach().to(torch.float64)
+        s = torch.linalg.svdvals(w)
+        total = float(s.pow(2).sum())
+        macs = k * n
+
+        def entry(r, converted, reason, err=math.nan, dense=math.nan, lr_us=math.nan):
+            kept = float(s[:r].pow(2).sum()) / total if total > 0 and r > 0 else (1.0 if total == 0 else 0.0)
+            after = r * (k + n) if converted else macs
+            return LowRankReport(name, k, n, r, full, macs, after, err, kept, dense, lr_us, converted, reason)
+
+        if name in skip:
+            report.append(entry(0, False, "skipped by request"))
+            continue
+        if name not in rows and example_input is not None:
+            report.append(entry(0, False, "not reached by example_input"))
+            continue
+        if speedup is not None:
+            r = min(full, rank_for_speedup(k, n, speedup))
+        else:
+            r = choose_rank(s, rank if not isinstance(rank, float) or rank < 1 else int(rank), energy)
+        if r < 1 or r * (k + n) >= macs:
+            report.append(entry(r, False, "no MAC saving at this rank"))
+            continue
+        candidate = LowRankLinear.from_float(linear, rank=r, weight_dtype=weight_dtype)
+        err = float(torch.linalg.matrix_norm(candidate.weight_float().double() - w) / max(math.sqrt(total), 1e-300))
+        dense_us = lr_us = math.nan
+        if measure:
+            x = torch.randn(rows.get(name, 1), k)
+            dense_us = _time_us(linear, x, repeats)
+            lr_us = _time_us(candidate, x, repeats)
+            if not lr_us * min_gain <= dense_us:
+                report.append(entry(r, False, f"not faster when measured ({lr_us:.1f} vs {dense_us:.1f} us)", err,
+                                    dense_us, lr_us))
+                continue
+        _set_submodule(model, name, candidate)
+        report.append(entry(r, True, "", err, dense_us, lr_us))
+    return model, report
+
+
+def format_report(report: Sequence[LowRankReport]) -> str:
+    """The report as a Markdown table."""
+    lines = ["| layer | in x out | rank | MACs before | MACs after | rel. error | energy | dense us | low-rank us | |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for e in report:
+        lines.append(f"| {e.name} | {e.in_features}x{e.out_features} | {e.rank}/{e.full_rank} | {e.macs_before} | "
+                     f"{e.macs_after} | {e.rel_error:.4f} | {e.energy:.4f} | {e.dense_us:.1f} | {e.low_rank_us:.1f} | "
+                     f"{'factorized' if e.converted else e.reason} |")
+    before = sum(e.macs_before for e in report)
+    after = sum(e.macs_after for e in report)
+    lines.append(f"\nLinear MACs per row: {before} -> {after} ({before / max(after, 1):.2f}x fewer)")
+    return "\n".join(lines)
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+class _CallableModule(types.ModuleType):
+    # `import edgeopt.low_rank` binds the package attribute to this module, so the module itself must be
+    # the function for `edgeopt.low_rank(model, ...)` to work after that import.
+    def __call__(self, *args, **kwargs):
+        return low_rank(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,62 @@
+"""edgeopt.low_rank: rank choice (rank / energy / speedup), report contents, measured gating, errors."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import edgeopt.low_rank
+from edgeopt.low_rank import format_report, rank_for_speedup
+from edgeopt.nn import LowRankLinear
+
+
+def low_rank_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(256, 192), nn.ReLU(), nn.Linear(192, 10))
+    with torch.no_grad():  # first layer: rank 8 plus a little noise
+        model[0].weight.copy_(torch.randn(192, 8) @ torch.randn(8, 256) / 16 + 1e-5 * torch.randn(192, 256))
+    return model.eval()
+
+
+def test_energy_rank_report_and_outputs():
+    model = low_rank_model()
+    x = torch.randn(5, 256)
+    with torch.no_grad():
+        expected = model(x)
+    model, report = edgeopt.low_rank(model, energy=0.999, measure=False)
+    first, last = report
+    assert first.converted and first.rank == 8 and isinstance(model[0], LowRankLinear)
+    assert first.macs_before == 256 * 192 and first.macs_after == 8 * (256 + 192)
+    assert first.rel_error < 1e-3 and first.energy >= 0.999
+    assert math.isnan(first.dense_us)
+    # the random 192x10 layer needs (almost) full rank: no MAC saving, left alone
+    assert not last.converted and "no MAC saving" in last.reason and type(model[2]) is nn.Linear
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, rtol=0, atol=1e-3)
+    assert "| 0 | 256x192 | 8/192 |" in format_report(report)
+
+
+def test_rank_fraction_speedup_and_skip():
+    assert rank_for_speedup(256, 256, 4.0) == 32
+    _, report = edgeopt.low_rank(low_rank_model(), speedup=4.0, measure=False, skip=["2"])
+    assert report[0].rank == rank_for_speedup(256, 192, 4.0) and report[0].converted
+    assert report[1].reason == "skipped by request"
+    _, report = edgeopt.low_rank(low_rank_model(), rank=0.25, measure=False)
+    assert report[0].rank == 48
+
+
+def test_measured_gating_is_consistent():
+    model = low_rank_model()
+    model, report = edgeopt.low_rank(model, rank=8, example_input=torch.randn(1, 256), repeats=3)
+    for e in report:
+        if e.rank and e.rank * (e.in_features + e.out_features) < e.macs_before:
+            assert e.dense_us > 0 and e.low_rank_us > 0
+            assert e.converted == (e.low_rank_us * 1.05 <= e.dense_us)
+            assert isinstance(model.get_submodule(e.name), LowRankLinear) == e.converted
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="exactly one"):
+        edgeopt.low_rank(low_rank_model(), rank=4, energy=0.9)
+    with pytest.raises(ValueError, match="speedup must be positive"):
+        edgeopt.low_rank(low_rank_model(), speedup=0.0)
