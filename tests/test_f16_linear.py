@@ -218,3 +218,11 @@ def test_torch_compile_fullgraph_keeps_the_op():
         expected = model(x)
     assert any("edgeopt.fw_linear" in c for c in code), "the edgeopt op is missing from the compiled code"
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+
+
+def test_eager_fast_path_equals_the_op(linear):
+    # forward calls the native function directly in eager mode (op dispatch costs more than small layers)
+    h = HalfLinear.from_float(linear, activation="relu")
+    x = torch.randn(3, 257)
+    op = torch.ops.edgeopt.fw_linear(x, h.packed_weight, 131, 0.0, float("inf"))
+    assert torch.equal(h(x), op)

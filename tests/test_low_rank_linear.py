@@ -156,3 +156,11 @@ def test_torch_compile_fullgraph_keeps_the_op():
         expected = model(x)
     assert any("edgeopt.low_rank_linear" in c for c in code), "the edgeopt op is missing from the compiled code"
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+
+
+def test_eager_fast_path_equals_the_op(linear):
+    lr = LowRankLinear.from_float(linear, rank=24)
+    for x in (torch.randn(1, 257), torch.randn(70, 257)):
+        op = torch.ops.edgeopt.low_rank_linear(x, lr.packed_v, lr.packed_u, 131, float("-inf"), float("inf"))
+        assert torch.equal(lr(x), op)
+        assert torch.equal(lr.unfused(x), op)

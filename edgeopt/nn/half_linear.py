@@ -12,6 +12,7 @@ from torch import nn
 from edgeopt import ops
 from edgeopt._native import _C
 from edgeopt.nn._qparams import activation_bounds
+from edgeopt.threads import get_num_threads
 
 WEIGHT_DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
 
@@ -57,6 +58,20 @@ def load_packed(owner: str, incoming: torch.Tensor, shape: tuple[int, int], weig
         raise ValueError(f"edgeopt {owner}: {name} holds {info['weight_dtype']} weights, this module is {weight_dtype}")
 
 
+def run_native(name: str, x2: torch.Tensor, *packed: torch.Tensor, out_features: int, out_min: float,
+               out_max: float) -> torch.Tensor:
+    """Calls edgeopt::<name>. In eager mode the native function is called directly: going through the
+    torch.library op costs ~20 us per call here (measured: 192x768 at batch 1, 8 us raw vs 26-35 us via the
+    op), more than the whole layer at transformer-block sizes. Under torch.compile / export the op is used,
+    so graphs keep it and its fake implementation."""
+    if torch.compiler.is_compiling():
+        return getattr(ops, name)(x2, *packed, out_features, out_min, out_max)
+    out = torch.empty((x2.shape[0], out_features), dtype=torch.float32)
+    getattr(_C, name)(x2.detach().numpy(), *(p.numpy() for p in packed), out.numpy(), out_min, out_max,
+                      get_num_threads())
+    return out
+
+
 class HalfLinear(nn.Module):
     """y = act(x @ W^T + bias) with W stored as fp16 (default) or fp32, fp32 accumulation.
 
@@ -91,7 +106,8 @@ class HalfLinear(nn.Module):
         if self.packed_weight.numel() == 0:
             raise RuntimeError("edgeopt HalfLinear has no weights yet: build it with HalfLinear.from_float(...) "
                                "or load a state_dict")
-        y = ops.fw_linear(x2, self.packed_weight, self.out_features, self.out_min, self.out_max)
+        y = run_native("fw_linear", x2, self.packed_weight, out_features=self.out_features, out_min=self.out_min,
+                       out_max=self.out_max)
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def weight_float(self) -> torch.Tensor:

@@ -11,10 +11,9 @@ import math
 import torch
 from torch import nn
 
-from edgeopt import ops
 from edgeopt._native import _C
 from edgeopt.nn._qparams import activation_bounds
-from edgeopt.nn.half_linear import check_input, check_weight_dtype, load_packed, pack_float
+from edgeopt.nn.half_linear import check_input, check_weight_dtype, load_packed, pack_float, run_native
 
 
 def choose_rank(singular_values: torch.Tensor, rank: int | float | None = None,
@@ -103,15 +102,17 @@ class LowRankLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = check_input("LowRankLinear", x, self.in_features)
         self._require_weights()
-        y = ops.low_rank_linear(x2, self.packed_v, self.packed_u, self.out_features, self.out_min, self.out_max)
+        y = run_native("low_rank_linear", x2, self.packed_v, self.packed_u, out_features=self.out_features,
+                       out_min=self.out_min, out_max=self.out_max)
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def unfused(self, x: torch.Tensor) -> torch.Tensor:
         """The same layer as two separate GEMMs (the reference the fused kernel must equal exactly)."""
         x2 = check_input("LowRankLinear", x, self.in_features)
         self._require_weights()
-        t = ops.fw_linear(x2, self.packed_v, self.rank, -math.inf, math.inf)
-        y = ops.fw_linear(t, self.packed_u, self.out_features, self.out_min, self.out_max)
+        t = run_native("fw_linear", x2, self.packed_v, out_features=self.rank, out_min=-math.inf, out_max=math.inf)
+        y = run_native("fw_linear", t, self.packed_u, out_features=self.out_features, out_min=self.out_min,
+                       out_max=self.out_max)
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
