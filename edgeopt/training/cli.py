@@ -49,13 +49,15 @@ def _add_fit(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--optimizer", choices=["adamw", "sgd"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep", choices=["best-val", "last"], default="best-val",
+                   help="which epoch's weights to keep: best validation accuracy (default) or the last")
     p.add_argument("--limit", type=int, help="train on the first N samples only (smoke tests)")
     p.add_argument("--out", help="checkpoint path (default: <cache>/checkpoints/<task>_<model>.pt)")
 
 
 def _fit_kwargs(args) -> dict:
     return dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                optimizer=args.optimizer, seed=args.seed)
+                optimizer=args.optimizer, seed=args.seed, select_best=args.keep == "best-val")
 
 
 def _command_line() -> str:

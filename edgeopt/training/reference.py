@@ -30,7 +30,8 @@ class Recipe:
     @property
     def explicit_command(self) -> str:
         """The same run spelled with `edgeopt train` / `edgeopt distill`."""
-        args = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in self.fit.items())
+        args = " ".join(f"--keep {'best-val' if v else 'last'}" if k == "select_best" else f"--{k.replace('_', '-')} {v}"
+                        for k, v in self.fit.items())
         if self.teacher:
             return (f"edgeopt distill {self.task} --teacher {self.teacher} --student {self.model} "
                     f"--temperature {self.temperature} --alpha {self.alpha} {args}").strip()
@@ -40,7 +41,11 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("ravdess_vgg_audio", "ravdess", "vgg_audio", {"seed": 0}),
     Recipe("ravdess_vgg_audio_small", "ravdess", "vgg_audio_small", {"seed": 0}),
-    Recipe("ravdess_vgg_audio_small_kd", "ravdess", "vgg_audio_small", {"seed": 0}, teacher="ravdess_vgg_audio"),
+    # alpha=0.9 with best-validation selection kept a mid-training epoch (the 120-clip validation set of
+    # two actors is noisy) and reached 45.4%; this recipe weights the hard labels more and keeps the
+    # last, annealed epoch
+    Recipe("ravdess_vgg_audio_small_kd", "ravdess", "vgg_audio_small", {"seed": 0, "select_best": False},
+           teacher="ravdess_vgg_audio", alpha=0.5),
     Recipe("fsdd_dscnn", "fsdd", "dscnn", {"seed": 0}),
     Recipe("fsdd_dscnn_small", "fsdd", "dscnn_small", {"seed": 0}),
     Recipe("fsdd_dscnn_small_kd", "fsdd", "dscnn_small", {"seed": 0}, teacher="fsdd_dscnn"),
