@@ -60,3 +60,34 @@ def test_errors():
         edgeopt.low_rank(low_rank_model(), rank=4, energy=0.9)
     with pytest.raises(ValueError, match="speedup must be positive"):
         edgeopt.low_rank(low_rank_model(), speedup=0.0)
+
+
+@pytest.mark.parametrize("stride,padding,bias", [(1, 1, True), (2, 0, False), ((1, 2), (2, 1), True)])
+def test_conv_factorizations_are_exact_at_full_rank(stride, padding, bias):
+    from edgeopt.low_rank import separable, tucker2
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 10, (3, 5), stride=stride, padding=padding, bias=bias)
+    x = torch.randn(2, 6, 13, 17)
+    with torch.no_grad():
+        ref = conv(x)
+        torch.testing.assert_close(tucker2(conv, 6, 10)(x), ref, rtol=0, atol=1e-5)
+        torch.testing.assert_close(separable(conv, 18)(x), ref, rtol=0, atol=1e-5)  # min(6*3, 10*5)
+
+
+def test_conv_pass_report_and_fraction():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1),
+                          nn.Conv2d(32, 8, 1)).eval()
+    x = torch.randn(1, 16, 12, 12)
+    model, report = edgeopt.low_rank(model, rank=0.25, conv="tucker2", example_input=x, measure=False)
+    names = [e.name for e in report]
+    assert names == ["0", "2"]  # 1x1 convs are not factorized
+    e = report[1]
+    assert e.converted and e.rank == 8 and isinstance(model[2], nn.Sequential)
+    assert e.macs_before == 32 * 32 * 9 * 144 and e.macs_after == 144 * (32 * 8 + 8 * 8 * 9 + 8 * 32)
+    assert 0 < e.rel_error < 1
+    with pytest.raises(ValueError, match="example_input"):
+        edgeopt.low_rank(model, rank=0.5, conv="separable")
+    with pytest.raises(ValueError, match="conv must be"):
+        edgeopt.low_rank(model, rank=0.5, conv="cp")
