@@ -24,6 +24,7 @@ class DemoModel:
     kwargs: dict
     epochs: int
     train_subset: int
+    lr: float
 
 
 def build_mlp(in_features: int = 784, hidden: int = 2048, num_classes: int = 10) -> nn.Module:
@@ -33,10 +34,10 @@ def build_mlp(in_features: int = 784, hidden: int = 2048, num_classes: int = 10)
 
 DEMO_MODELS = {
     # Sized so a first run trains both in about two minutes on 2 cores; later runs load the cache.
-    "mlp": DemoModel("MLP 784-2048-2048-10", None, {}, epochs=1, train_subset=20000),
-    "transformer": DemoModel("ViT encoder (dim 192, 2 blocks, 49 tokens)", "vit_tiny",
-                             dict(img_size=28, patch_size=4, in_chans=1, num_classes=10, depth=2), epochs=1,
-                             train_subset=10000),
+    "mlp": DemoModel("MLP 784-2048-2048-10", None, {}, epochs=1, train_subset=20000, lr=2e-3),
+    "transformer": DemoModel("ViT encoder (dim 192, 2 blocks, 16 tokens)", "vit_tiny",
+                             dict(img_size=28, patch_size=7, in_chans=1, num_classes=10, depth=2), epochs=3,
+                             train_subset=20000, lr=1e-3),
 }
 
 
@@ -55,7 +56,8 @@ def trained_model(key: str, log=print) -> nn.Module:
     from edgeopt.training.loop import FitConfig, fit
 
     spec = DEMO_MODELS[key]
-    path = cache_dir() / "demo" / f"{key}-mnist-e{spec.epochs}-n{spec.train_subset}-seed{SEED}.pt"
+    recipe = f"{key}-{spec.kwargs.get('patch_size', '')}-e{spec.epochs}-n{spec.train_subset}-lr{spec.lr}-seed{SEED}"
+    path = cache_dir() / "demo" / f"{recipe}.pt"
     model = _build(spec)
     if path.exists():
         state = torch.load(path, weights_only=True)
@@ -64,7 +66,7 @@ def trained_model(key: str, log=print) -> nn.Module:
         return model.eval()
     log(f"  {spec.name}: training on MNIST ({spec.train_subset} images, {spec.epochs} epochs; cached afterwards)")
     train = torch.utils.data.Subset(Mnist(split="train"), range(spec.train_subset))
-    fit(model, train, None, FitConfig(epochs=spec.epochs, batch_size=128, lr=2e-3, seed=SEED, select_best=False),
+    fit(model, train, None, FitConfig(epochs=spec.epochs, batch_size=64, lr=spec.lr, seed=SEED, select_best=False),
         log=lambda msg: log("    " + msg))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -18,6 +18,11 @@ namespace {
 constexpr size_t kL2ABytes = 128 * 1024;
 // Below this many input values, quantizing on one thread beats waking the others.
 constexpr size_t kParallelQuantizeMin = 1 << 15;
+// Multiply-adds each thread must get before another thread is worth waking: ~50-100 us of kernel time.
+// Small layers (a 16-token transformer projection is ~2M) run on the calling thread alone; besides the
+// wake-up cost this avoids waiting on a helper thread that another process (or torch's spinning OpenMP
+// threads) has pushed off its core, which on a busy 2-core machine cost such layers 10-100x.
+constexpr double kMinMacsPerThread = 4.0e6;
 
 size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
 
@@ -80,7 +85,8 @@ U8QuantParams choose_u8_params(float lo, float hi) {
 U8QuantParams qlinear(const Qs8PackedView& w, const QLinearCall& call) {
   const QGemmKernels& kern = qgemm_kernels();
   const size_t m = call.m, n = w.n(), k = w.k(), kp = w.k_padded();
-  const int threads = std::max(1, call.num_threads);
+  const double macs = double(m) * double(n) * double(k);
+  const int threads = std::max(1, int(std::min<double>(call.num_threads, macs / kMinMacsPerThread)));
   if (m == 0) return call.x_params;
 
   // 1. Activations as u8 rows of k_padded bytes (padding meets zero weights, so its value is irrelevant,
