@@ -82,3 +82,19 @@ def low_rank_linear(x: torch.Tensor, packed_v: torch.Tensor, packed_u: torch.Ten
 def _(x, packed_v, packed_u, out_features, out_min, out_max):
     torch._check(x.dim() == 2, lambda: "edgeopt::low_rank_linear expects a 2-D input")
     return x.new_empty((x.shape[0], out_features), dtype=torch.float32)
+
+
+@torch.library.custom_op("edgeopt::qs8_low_rank_linear", mutates_args=())
+def qs8_low_rank_linear(x: torch.Tensor, packed_v: torch.Tensor, packed_u: torch.Tensor, out_features: int,
+                        out_min: float, out_max: float) -> torch.Tensor:
+    """(M, K) float32 -> (M, N) float32: low rank with int8 factors, dynamic u8 activations at both stages."""
+    out = torch.empty((x.shape[0], out_features), dtype=torch.float32)
+    _C.qs8_low_rank_linear(x.detach().numpy(), packed_v.numpy(), packed_u.numpy(), out.numpy(), out_min, out_max,
+                           get_num_threads())
+    return out
+
+
+@qs8_low_rank_linear.register_fake
+def _(x, packed_v, packed_u, out_features, out_min, out_max):
+    torch._check(x.dim() == 2, lambda: "edgeopt::qs8_low_rank_linear expects a 2-D input")
+    return x.new_empty((x.shape[0], out_features), dtype=torch.float32)

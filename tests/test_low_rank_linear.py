@@ -164,3 +164,40 @@ def test_eager_fast_path_equals_the_op(linear):
         op = torch.ops.edgeopt.low_rank_linear(x, lr.packed_v, lr.packed_u, 131, float("-inf"), float("inf"))
         assert torch.equal(lr(x), op)
         assert torch.equal(lr.unfused(x), op)
+
+
+# --- int8 factors (the QuantLinear kernels, two dynamic stages in one native call) ---
+
+@pytest.mark.parametrize("m,n,k,r", [(1, 131, 257, 33), (1, 1, 1, 1), (5, 17, 40, 3), (70, 64, 96, 16)])
+def test_int8_fused_is_bit_exact_with_two_quantized_layers(isa, m, n, k, r):
+    torch.manual_seed(m * 1000 + n)
+    lr = LowRankLinear.from_factors(torch.randn(n, r), torch.randn(r, k), torch.randn(n), weight_dtype="int8")
+    x = torch.randn(m, k)
+    fused = lr(x)
+    assert torch.equal(fused, lr.unfused(x))
+    # the same as two QuantLinear layers built from the dequantized factors' int8 buffers, run apart
+    t = torch.from_numpy(np.full((m, r), -7.0, np.float32))
+    _C.qlinear(x.numpy(), lr.packed_v.numpy(), t.numpy(), True, num_threads=2)
+    y = np.full((m, n), -7.0, np.float32)
+    _C.qlinear(t.numpy(), lr.packed_u.numpy(), y, True, num_threads=1)
+    np.testing.assert_array_equal(fused.numpy(), y)
+
+
+def test_int8_accuracy_state_dict_opcheck_and_errors(linear):
+    lr = LowRankLinear.from_float(linear, rank=131, weight_dtype="int8")
+    x = torch.randn(8, 257)
+    with torch.no_grad():
+        ref = linear(x)
+    y = lr(x)
+    sqnr = 10 * torch.log10(ref.double().pow(2).mean() / (ref - y).double().pow(2).mean())
+    assert sqnr > 25.0
+    fresh = LowRankLinear(257, 131, rank=131)
+    fresh.load_state_dict(lr.state_dict())
+    assert fresh.weight_dtype == "int8" and torch.equal(fresh(x), y)
+    torch.library.opcheck(torch.ops.edgeopt.qs8_low_rank_linear.default,
+                          (x, lr.packed_v, lr.packed_u, 131, float("-inf"), float("inf")))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        lr(torch.full((1, 257), float("nan")))
+    with pytest.raises(ValueError, match="s8 16c4"):  # a float buffer handed to the int8 op
+        f32 = LowRankLinear.from_float(linear, rank=4)
+        _C.qs8_low_rank_linear(x.numpy(), f32.packed_v.numpy(), f32.packed_u.numpy(), np.empty((8, 131), np.float32))

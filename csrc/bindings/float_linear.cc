@@ -9,6 +9,7 @@
 #include <string>
 
 #include "ops/float_linear.h"
+#include "ops/qs8_low_rank.h"
 #include "pack/float_packed.h"
 
 namespace py = pybind11;
@@ -153,6 +154,46 @@ void low_rank_linear_py(const py::array& x, const py::array& packed_v, const py:
   low_rank_linear(v, u, call);
 }
 
+Qs8PackedView qs8_view(const py::array& packed, const char* what) {
+  if (!has_dtype<uint8_t>(packed)) type_error(std::string(what) + " must be uint8, got " + dtype_name(packed));
+  if (packed.ndim() != 1) value_error(std::string(what) + " must be a 1-D uint8 buffer");
+  require_c_contiguous(packed, what);
+  try {
+    return view_qs8_packed(static_cast<const uint8_t*>(packed.data()), size_t(packed.size()));
+  } catch (const std::invalid_argument& e) {
+    throw py::value_error(std::string(e.what()) + " (" + what + ")");
+  }
+}
+
+void qs8_low_rank_linear_py(const py::array& x, const py::array& packed_v, const py::array& packed_u, py::array& out,
+                            float out_min, float out_max, int num_threads) {
+  const Qs8PackedView v = qs8_view(packed_v, "packed V");
+  const Qs8PackedView u = qs8_view(packed_u, "packed U");
+  if (u.k() != v.n())
+    value_error("low-rank factors do not chain: V^T is " + std::to_string(v.n()) + "x" + std::to_string(v.k()) +
+                ", U is " + std::to_string(u.n()) + "x" + std::to_string(u.k()) + " (U's columns must equal the rank)");
+  if (v.header.has_bias) value_error("packed V carries a bias; the layer bias belongs to U");
+  const FloatLinearCall fc = make_call(x, v.k(), out, u.n(), out_min, out_max, num_threads);
+  Qs8LowRankCall call;
+  call.x = fc.x;
+  call.m = fc.m;
+  call.x_stride = fc.x_stride;
+  call.out_min = fc.out_min;
+  call.out_max = fc.out_max;
+  call.out = fc.out;
+  call.out_stride = fc.out_stride;
+  call.num_threads = fc.num_threads;
+  {
+    py::gil_scoped_release release;
+    try {
+      qs8_low_rank_linear(v, u, call);
+    } catch (const std::domain_error& e) {
+      py::gil_scoped_acquire acquire;
+      throw py::value_error(e.what());
+    }
+  }
+}
+
 }  // namespace
 
 void register_float_linear(py::module_& m) {
@@ -169,4 +210,8 @@ void register_float_linear(py::module_& m) {
         py::arg("out"), py::arg("out_min") = -INFINITY, py::arg("out_max") = INFINITY, py::arg("num_threads") = 1,
         "out = clamp((x @ V) @ U^T + bias), fused; packed_v holds V^T (rank, K), packed_u holds U (N, rank) "
         "and the bias. Bit-identical to two fw_linear calls.");
+  m.def("qs8_low_rank_linear", &qs8_low_rank_linear_py, py::arg("x"), py::arg("packed_v"), py::arg("packed_u"),
+        py::arg("out"), py::arg("out_min") = -INFINITY, py::arg("out_max") = INFINITY, py::arg("num_threads") = 1,
+        "Low rank with int8 factors (qs8_pack buffers; V^T without bias, U with the bias), dynamic u8 activations "
+        "at both stages; bit-identical to two dynamic qlinear calls.");
 }

@@ -11,9 +11,35 @@ import math
 import torch
 from torch import nn
 
+from edgeopt import ops
 from edgeopt._native import _C
-from edgeopt.nn._qparams import activation_bounds
-from edgeopt.nn.half_linear import check_input, check_weight_dtype, load_packed, pack_float, run_native
+from edgeopt.nn._qparams import activation_bounds, quantize_weight_per_channel
+from edgeopt.nn.half_linear import WEIGHT_DTYPES, check_input, load_packed, pack_float, run_native
+
+# fp32 / fp16: float kernels, fused by row blocks. int8: the u8 x s8 kernels of QuantLinear (7-bit
+# per-channel weights, dynamic u8 activations at both stages), the two stages in one native call.
+LOW_RANK_DTYPES = (*WEIGHT_DTYPES, "int8")
+
+
+def check_weight_dtype(owner: str, weight_dtype: str) -> None:
+    if weight_dtype not in LOW_RANK_DTYPES:
+        raise ValueError(f"edgeopt {owner}: weight_dtype must be one of {LOW_RANK_DTYPES}, got {weight_dtype!r}")
+
+
+def _pack(weight: torch.Tensor, bias: torch.Tensor | None, weight_dtype: str) -> torch.Tensor:
+    if weight_dtype != "int8":
+        return pack_float("LowRankLinear", weight, bias, weight_dtype)
+    q, scale = quantize_weight_per_channel(weight)
+    b = None if bias is None else bias.detach().to(torch.float32).contiguous().numpy()
+    return torch.from_numpy(_C.qs8_pack(q.numpy(), scale.numpy(), b))
+
+
+def _unpack(packed: torch.Tensor, weight_dtype: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if weight_dtype != "int8":
+        w, bias = _C.fw_unpack(packed.numpy())
+        return torch.from_numpy(w).float(), torch.from_numpy(bias)
+    q, scale, bias = _C.qs8_unpack(packed.numpy())
+    return torch.from_numpy(q).float() * torch.from_numpy(scale)[:, None], torch.from_numpy(bias)
 
 
 def choose_rank(singular_values: torch.Tensor, rank: int | float | None = None,
@@ -49,7 +75,7 @@ def svd_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Te
 
 
 class LowRankLinear(nn.Module):
-    """y = act((x @ V) @ U^T + bias), U: (out, rank), V: (in, rank), stored fp32 or fp16."""
+    """y = act((x @ V) @ U^T + bias), U: (out, rank), V: (in, rank), stored fp32, fp16 or int8."""
 
     def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True, weight_dtype: str = "fp32",
                  activation: str | tuple[float, float] | None = None):
@@ -78,8 +104,8 @@ class LowRankLinear(nn.Module):
             raise ValueError(f"edgeopt LowRankLinear: factors must be U (out, r) and V^T (r, in), got "
                              f"{tuple(u.shape)} and {tuple(vt.shape)}")
         module = cls(vt.shape[1], u.shape[0], u.shape[1], bias is not None, weight_dtype, activation)
-        module.packed_v = pack_float("LowRankLinear", vt, None, weight_dtype)
-        module.packed_u = pack_float("LowRankLinear", u, bias, weight_dtype)
+        module.packed_v = _pack(vt, None, weight_dtype)
+        module.packed_u = _pack(u, bias, weight_dtype)
         return module
 
     @classmethod
@@ -102,7 +128,8 @@ class LowRankLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = check_input("LowRankLinear", x, self.in_features)
         self._require_weights()
-        y = run_native("low_rank_linear", x2, self.packed_v, self.packed_u, out_features=self.out_features,
+        op = "qs8_low_rank_linear" if self.weight_dtype == "int8" else "low_rank_linear"
+        y = run_native(op, x2, self.packed_v, self.packed_u, out_features=self.out_features,
                        out_min=self.out_min, out_max=self.out_max)
         return y.reshape(*x.shape[:-1], self.out_features)
 
@@ -110,16 +137,22 @@ class LowRankLinear(nn.Module):
         """The same layer as two separate GEMMs (the reference the fused kernel must equal exactly)."""
         x2 = check_input("LowRankLinear", x, self.in_features)
         self._require_weights()
-        t = run_native("fw_linear", x2, self.packed_v, out_features=self.rank, out_min=-math.inf, out_max=math.inf)
-        y = run_native("fw_linear", t, self.packed_u, out_features=self.out_features, out_min=self.out_min,
-                       out_max=self.out_max)
+        if self.weight_dtype == "int8":
+            t = ops.quant_linear(x2, self.packed_v, self.rank, True, 1.0, 0, -math.inf, math.inf, 1.0, 0, False)
+            y = ops.quant_linear(t, self.packed_u, self.out_features, True, 1.0, 0, self.out_min, self.out_max, 1.0,
+                                 0, False)
+        else:
+            t = run_native("fw_linear", x2, self.packed_v, out_features=self.rank, out_min=-math.inf,
+                           out_max=math.inf)
+            y = run_native("fw_linear", t, self.packed_u, out_features=self.out_features, out_min=self.out_min,
+                           out_max=self.out_max)
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(U, V^T, bias) as float32, as stored (fp16 factors widened)."""
-        u, bias = _C.fw_unpack(self.packed_u.numpy())
-        vt, _ = _C.fw_unpack(self.packed_v.numpy())
-        return torch.from_numpy(u).float(), torch.from_numpy(vt).float(), torch.from_numpy(bias)
+        """(U, V^T, bias) as float32, as stored (fp16 factors widened, int8 factors dequantized)."""
+        u, bias = _unpack(self.packed_u, self.weight_dtype)
+        vt, _ = _unpack(self.packed_v, self.weight_dtype)
+        return u, vt, bias
 
     def weight_float(self) -> torch.Tensor:
         u, vt, _ = self.factors()
@@ -144,7 +177,13 @@ class LowRankLinear(nn.Module):
         dtype = extra["weight_dtype"] if isinstance(extra, dict) else self.weight_dtype
         for name, shape in (("packed_v", (self.rank, self.in_features)), ("packed_u", (self.out_features, self.rank))):
             incoming = state_dict.get(prefix + name)
-            if incoming is not None:
+            if incoming is not None and dtype == "int8":
+                info = _C.qs8_packed_info(incoming.contiguous().numpy())  # raises on a bad header or contents
+                if (info["out_features"], info["in_features"]) != shape:
+                    raise ValueError(f"edgeopt LowRankLinear: {name} is {info['out_features']}x{info['in_features']}, "
+                                     f"this module expects {shape[0]}x{shape[1]}")
+                setattr(self, name, torch.empty_like(incoming))
+            elif incoming is not None:
                 load_packed("LowRankLinear", incoming, shape, dtype, name)
                 setattr(self, name, torch.empty_like(incoming))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
