@@ -14,6 +14,7 @@ namespace {
 constexpr size_t kL2ABytes = 128 * 1024;  // activation rows kept in L2 while weight blocks stream past
 constexpr size_t kL1TBytes = 16 * 1024;   // low-rank intermediate per row block: half of the 32 KB L1d
 constexpr size_t kOneRowCols = 64;        // tile width of the 1-row kernel
+constexpr size_t kCachedFactorBytes = 1 << 20;  // low-rank factors this small are re-read from cache
 // Waking a pool thread costs microseconds, and far more when the other core is busy (a woken worker that
 // claims a task and is then descheduled holds up the call): below this many MACs per thread a layer
 // runs on fewer threads. 192x768 at batch 1 (147K MACs) took 6 us on one thread and 50 us on two with
@@ -108,7 +109,16 @@ void low_rank_linear(const FloatPackedView& v, const FloatPackedView& u, const F
   const int threads = int(std::clamp<size_t>(macs / kMinMacsPerThread, 1, size_t(std::max(1, call.num_threads))));
   const size_t mc = std::clamp<size_t>(kL1TBytes / (r * 4) / 4 * 4, 4, 64);
   const size_t m_chunks = ceil_div(m, mc);
-  if (threads == 1 || m_chunks >= size_t(threads) * 2) {
+  // Each row block re-reads both factors; the phases re-read each factor once per float_linear row chunk
+  // and write + read the intermediate. Row blocks win only where that costs fewer bytes or the factors
+  // stay cached (measured: M=64, K=N=4096, r=1024 took 58 ms in 4-row blocks vs 30 ms in two phases).
+  const size_t v_bytes = v.n_padded() * v.k() * v.elem_bytes(), u_bytes = u.n_padded() * u.k() * u.elem_bytes();
+  const size_t phase_bytes = ceil_div(m, std::clamp<size_t>(kL2ABytes / (v.k() * 4) / 4 * 4, 4, 256)) * v_bytes +
+                             ceil_div(m, std::clamp<size_t>(kL2ABytes / (r * 4) / 4 * 4, 4, 256)) * u_bytes +
+                             2 * m * r * 4;
+  const bool cached = v_bytes + u_bytes <= kCachedFactorBytes;
+  const bool blocks_cheaper = cached || m_chunks * (v_bytes + u_bytes) <= phase_bytes;
+  if (threads == 1 || (m_chunks >= size_t(threads) * 2 && blocks_cheaper)) {
     // Fused: each task takes a block of rows through both stages; its intermediate never leaves L1/L2.
     parallel_for(m_chunks, threads, [&](size_t t) {
       const size_t row0 = t * mc, rows = std::min(m, row0 + mc) - row0;
