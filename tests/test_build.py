@@ -87,3 +87,19 @@ def test_extension_links_no_openmp_runtime():
     needed = subprocess.run([readelf, "-d", _C.__file__], capture_output=True, text=True, check=True).stdout
     assert "NEEDED" in needed
     assert "gomp" not in needed and "libomp" not in needed and "iomp" not in needed, needed
+
+
+def test_installed_package_finds_data_from_the_repository_root(tmp_path, monkeypatch):
+    # A non-editable install lives in site-packages, away from the repository: run from the repository
+    # root (as README.md does), the data root is the working directory's ../shared/data.
+    from edgeopt.data import paths
+
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "repo").mkdir()
+    monkeypatch.setattr(paths, "DEFAULT_DATA_ROOT", tmp_path / "site-packages" / "shared" / "data")
+    monkeypatch.delenv(paths.DATA_ENV_VAR, raising=False)
+    monkeypatch.chdir(tmp_path / "repo")
+    assert paths.data_root() == tmp_path / "repo" / ".." / "shared" / "data"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(paths.DataNotFoundError, match="repository default"):
+        paths.data_root()

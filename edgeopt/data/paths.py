@@ -3,7 +3,9 @@
 The root is resolved in this order: an explicit argument, the ``EDGEOPT_DATA`` environment variable,
 then the repository default ``<repo>/../shared/data``. The default is computed from this file's
 location rather than the working directory, so tests and CI (a fresh clone with ``shared/`` beside it)
-find the data wherever they are started from.
+find the data wherever they are started from. A regular (non-editable) install lives in site-packages,
+away from the repository; there the default is ``../shared/data`` of the working directory, which is
+right when the installed commands are run from the repository root, as README.md does.
 """
 from __future__ import annotations
 
@@ -24,8 +26,10 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
         source, path = "the root argument", Path(root)
     elif os.environ.get(DATA_ENV_VAR):
         source, path = f"${DATA_ENV_VAR}", Path(os.environ[DATA_ENV_VAR])
-    else:
+    elif DEFAULT_DATA_ROOT.is_dir() or not (Path.cwd().parent / "shared" / "data").is_dir():
         source, path = "the repository default", DEFAULT_DATA_ROOT
+    else:
+        source, path = "the working directory's ../shared/data", Path.cwd().parent / "shared" / "data"
     path = path.expanduser()
     if not path.is_dir():
         raise DataNotFoundError(
