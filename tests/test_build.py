@@ -99,7 +99,7 @@ def test_installed_package_finds_data_from_the_repository_root(tmp_path, monkeyp
     monkeypatch.setattr(paths, "DEFAULT_DATA_ROOT", tmp_path / "site-packages" / "shared" / "data")
     monkeypatch.delenv(paths.DATA_ENV_VAR, raising=False)
     monkeypatch.chdir(tmp_path / "repo")
-    assert paths.data_root() == tmp_path / "repo" / ".." / "shared" / "data"
+    assert paths.data_root() == tmp_path / "shared" / "data"
     monkeypatch.chdir(tmp_path)
     with pytest.raises(paths.DataNotFoundError, match="repository default"):
         paths.data_root()
