@@ -1,7 +1,6 @@
 #include "ops/parallel.h"
 
 #include <pthread.h>
-#include <sched.h>
 
 #include <algorithm>
 #include <atomic>
@@ -21,6 +20,7 @@ inline void cpu_relax() {
 }
 
 std::atomic<int> g_spin_us{50};
+constexpr int kCallerSpinUs = 20;
 // Set while this thread runs pool tasks, so a parallel_for inside a task runs inline.
 thread_local bool t_in_task = false;
 
@@ -48,11 +48,24 @@ class Pool {
     generation_.store(gen, std::memory_order_seq_cst);
     if (sleepers_.load(std::memory_order_seq_cst) > 0) generation_.notify_all();
     run_tasks(gen);
-    for (unsigned spins = 0; done_.load(std::memory_order_acquire) < n; ++spins) {
-      // A worker is inside a task; it finishes soon unless it was descheduled, in which case yield
-      // the core to it rather than burn it.
-      if (spins < 4096) cpu_relax(); else sched_yield();
+    wait_done(n);
+  }
+
+  // The tasks left are inside workers. Normally they finish within microseconds: spin. If one does not,
+  // its worker was most likely descheduled by another process; then sleep rather than spin or yield, so
+  // this core goes idle and the kernel's idle balancing pulls the preempted worker onto it at once
+  // (sched_yield would leave the core busy and the worker queued behind the other process).
+  void wait_done(size_t n) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(kCallerSpinUs);
+    for (unsigned spins = 0;; ++spins) {
+      if (done_.load(std::memory_order_acquire) >= n) return;
+      cpu_relax();
+      if ((spins & 63) == 63 && std::chrono::steady_clock::now() > deadline) break;
     }
+    caller_waiting_.store(true, std::memory_order_seq_cst);
+    for (size_t d = done_.load(std::memory_order_seq_cst); d < n; d = done_.load(std::memory_order_seq_cst))
+      done_.wait(d, std::memory_order_seq_cst);
+    caller_waiting_.store(false, std::memory_order_relaxed);
   }
 
   void ensure_workers(int count) {
@@ -80,7 +93,8 @@ class Pool {
       if ((c & 0xffffffffu) >= n) return;
       if (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel)) continue;
       fn_.load(std::memory_order_relaxed)(ctx_.load(std::memory_order_relaxed), size_t(c & 0xffffffffu));
-      done_.fetch_add(1, std::memory_order_release);
+      done_.fetch_add(1, std::memory_order_seq_cst);
+      if (caller_waiting_.load(std::memory_order_seq_cst)) done_.notify_all();
     }
   }
 
@@ -118,6 +132,7 @@ class Pool {
   std::atomic<void*> ctx_{nullptr};
   std::atomic<int> participants_{0};
   std::atomic<int> sleepers_{0};
+  std::atomic<bool> caller_waiting_{false};
 };
 
 // Leaked on purpose: workers are detached and may outlive static destruction at interpreter exit.
