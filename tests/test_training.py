@@ -80,7 +80,7 @@ def test_audio_task_windows():
     x, y = test[0]
     assert x.shape == (1, 64, 128) == task.input_shape and 0 <= y < 8
     assert torch.equal(test[0][0], x)  # evaluation windows are deterministic
-    train_set = task.dataset("train", augment=True)
+    train_set = task.dataset("test", augment=True)  # the augmented view; the test split is smaller
     assert not torch.equal(train_set[0][0], train_set[0][0])  # augmentation is random
     assert abs(float(torch.stack([test[i][0] for i in range(0, 240, 8)]).mean())) < 0.5  # normalised
     assert set(task.data_version()) == {"ravdess/metadata.csv"}
