@@ -15,10 +15,10 @@ def __getattr__(name):
         from edgeopt._native import _C
 
         return getattr(_C, name)
-    if name == "nn":
+    if name in ("nn", "low_rank"):  # edgeopt.low_rank is a callable module: edgeopt.low_rank(model, ...)
         import importlib
 
-        return importlib.import_module("edgeopt.nn")
+        return importlib.import_module(f"edgeopt.{name}")
     if name == "quantize_linear_layers":
         from edgeopt.quantize_linear import quantize_linear_layers
 

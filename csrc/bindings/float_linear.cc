@@ -8,40 +8,18 @@
 #include <stdexcept>
 #include <string>
 
+#include "bindings/validate.h"
 #include "ops/float_linear.h"
 #include "ops/qs8_low_rank.h"
 #include "pack/float_packed.h"
 
 namespace py = pybind11;
 using namespace edgeopt;
+using namespace edgeopt::bind;
 
 namespace {
 
-[[noreturn]] void type_error(const std::string& msg) { throw py::type_error("edgeopt: " + msg); }
-[[noreturn]] void value_error(const std::string& msg) { throw py::value_error("edgeopt: " + msg); }
-
-std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
-
-template <class T>
-bool has_dtype(const py::array& a) {
-  return py::isinstance<py::array_t<T>>(a);
-}
-
 bool is_float16(const py::array& a) { return a.dtype().kind() == 'f' && a.itemsize() == 2; }
-
-void require_c_contiguous(const py::array& a, const char* what) {
-  if (!(a.flags() & py::array::c_style)) value_error(std::string(what) + " must be C-contiguous");
-}
-
-size_t row_stride_elems(const py::array& a, const char* what) {
-  if (a.ndim() != 2) value_error(std::string(what) + " must be 2-D, got " + std::to_string(a.ndim()) + "-D");
-  const auto item = a.itemsize();
-  if (a.shape(1) > 1 && a.strides(1) != item) value_error(std::string(what) + " must have a contiguous last dimension");
-  if (a.strides(0) % item != 0 || a.strides(0) < 0) value_error(std::string(what) + " has an unsupported row stride");
-  const size_t stride = size_t(a.strides(0) / item);
-  if (a.shape(0) > 1 && stride < size_t(a.shape(1))) value_error(std::string(what) + " rows overlap");
-  return a.shape(0) > 1 ? stride : size_t(a.shape(1));
-}
 
 FloatPackedView float_view(const py::array& packed, const char* what = "packed weights") {
   if (!has_dtype<uint8_t>(packed)) type_error(std::string(what) + " must be uint8, got " + dtype_name(packed));
@@ -66,15 +44,8 @@ py::array_t<uint8_t> fw_pack(const py::array& w, const py::object& bias) {
   if (w.ndim() != 2) value_error("weight must be 2-D (out_features, in_features)");
   require_c_contiguous(w, "weight");
   const size_t n = size_t(w.shape(0)), k = size_t(w.shape(1));
-  const float* bias_ptr = nullptr;
   py::array bias_arr;
-  if (!bias.is_none()) {
-    bias_arr = bias.cast<py::array>();
-    if (!has_dtype<float>(bias_arr)) type_error("bias must be float32, got " + dtype_name(bias_arr));
-    require_c_contiguous(bias_arr, "bias");
-    if (bias_arr.ndim() != 1 || size_t(bias_arr.shape(0)) != n) value_error("bias must have shape (out_features,)");
-    bias_ptr = static_cast<const float*>(bias_arr.data());
-  }
+  const float* bias_ptr = optional_bias(bias, n, bias_arr);
   if (n == 0 || k == 0) value_error("cannot pack an empty weight matrix");
   py::array_t<uint8_t> out(float_packed_size(type, n, k));
   try {

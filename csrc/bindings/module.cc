@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "bindings/validate.h"
 #include "config/cpu.h"
 #include "ops/ceilings.h"
 #include "ops/parallel.h"
@@ -15,42 +16,11 @@
 
 namespace py = pybind11;
 using namespace edgeopt;
+using namespace edgeopt::bind;
 
 void register_float_linear(py::module_& m);  // bindings/float_linear.cc (issue 6: fp16 weights, low rank)
 
 namespace {
-
-[[noreturn]] void type_error(const std::string& msg) { throw py::type_error("edgeopt: " + msg); }
-[[noreturn]] void value_error(const std::string& msg) { throw py::value_error("edgeopt: " + msg); }
-
-std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
-
-// Equivalence, not identity: an unpickled float32 dtype is a different object but the same type.
-template <class T>
-bool has_dtype(const py::array& a) {
-  return py::isinstance<py::array_t<T>>(a);
-}
-
-template <class T>
-void require_dtype(const py::array& a, const char* what) {
-  if (!has_dtype<T>(a))
-    type_error(std::string(what) + " must be " + py::str(py::dtype::of<T>()).cast<std::string>() + ", got " + dtype_name(a));
-}
-
-void require_c_contiguous(const py::array& a, const char* what) {
-  if (!(a.flags() & py::array::c_style)) value_error(std::string(what) + " must be C-contiguous");
-}
-
-// Rows may be strided; elements within a row must be adjacent.
-size_t row_stride_elems(const py::array& a, const char* what) {
-  if (a.ndim() != 2) value_error(std::string(what) + " must be 2-D, got " + std::to_string(a.ndim()) + "-D");
-  const auto item = a.itemsize();
-  if (a.shape(1) > 1 && a.strides(1) != item) value_error(std::string(what) + " must have a contiguous last dimension");
-  if (a.strides(0) % item != 0 || a.strides(0) < 0) value_error(std::string(what) + " has an unsupported row stride");
-  const size_t stride = size_t(a.strides(0) / item);
-  if (a.shape(0) > 1 && stride < size_t(a.shape(1))) value_error(std::string(what) + " rows overlap");
-  return a.shape(0) > 1 ? stride : size_t(a.shape(1));
-}
 
 Qs8PackedView packed_view(const py::array& packed) {
   require_dtype<uint8_t>(packed, "packed weights");
@@ -71,15 +41,8 @@ py::array_t<uint8_t> qs8_pack(const py::array& w, const py::array& scale, const 
   require_c_contiguous(scale, "scale");
   const size_t n = size_t(w.shape(0)), k = size_t(w.shape(1));
   if (scale.ndim() != 1 || size_t(scale.shape(0)) != n) value_error("scale must have shape (out_features,)");
-  const float* bias_ptr = nullptr;
   py::array bias_arr;
-  if (!bias.is_none()) {
-    bias_arr = bias.cast<py::array>();
-    require_dtype<float>(bias_arr, "bias");
-    require_c_contiguous(bias_arr, "bias");
-    if (bias_arr.ndim() != 1 || size_t(bias_arr.shape(0)) != n) value_error("bias must have shape (out_features,)");
-    bias_ptr = static_cast<const float*>(bias_arr.data());
-  }
+  const float* bias_ptr = optional_bias(bias, n, bias_arr);
   if (n == 0 || k == 0) value_error("cannot pack an empty weight matrix");
   py::array_t<uint8_t> out(qs8_packed_size(n, k));
   try {

@@ -11,6 +11,7 @@ from torch import nn
 
 from edgeopt import ops
 from edgeopt._native import _C
+from edgeopt.nn._inputs import check_input
 from edgeopt.nn._qparams import activation_bounds
 from edgeopt.threads import get_num_threads
 
@@ -32,20 +33,6 @@ def pack_float(owner: str, weight: torch.Tensor, bias: torch.Tensor | None, weig
         raise ValueError(f"edgeopt {owner}: weights beyond the fp16 range (|w| > 65504); use weight_dtype='fp32'")
     b = None if bias is None else bias.detach().to(torch.float32).contiguous().numpy()
     return torch.from_numpy(_C.fw_pack(wq.numpy(), b))
-
-
-def check_input(owner: str, x: torch.Tensor, in_features: int) -> torch.Tensor:
-    """Validates x (..., in_features) float32 on the CPU and returns it as 2-D rows the kernel can read."""
-    if x.device.type != "cpu":
-        raise ValueError(f"edgeopt {owner} runs on the CPU; got a tensor on {x.device}")
-    if x.dtype != torch.float32:
-        raise TypeError(f"edgeopt {owner} expects float32 input, got {x.dtype}")
-    if x.dim() == 0 or x.shape[-1] != in_features:
-        raise ValueError(f"edgeopt {owner} expects input (..., {in_features}), got {tuple(x.shape)}")
-    x2 = x.reshape(-1, in_features)
-    if x2.stride(-1) != 1 or (x2.shape[0] > 1 and x2.stride(0) < in_features):
-        x2 = x2.contiguous()  # transposed or broadcast views are copied once, here
-    return x2
 
 
 def load_packed(owner: str, incoming: torch.Tensor, shape: tuple[int, int], weight_dtype: str, name: str) -> None:

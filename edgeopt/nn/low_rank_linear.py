@@ -14,7 +14,8 @@ from torch import nn
 from edgeopt import ops
 from edgeopt._native import _C
 from edgeopt.nn._qparams import activation_bounds, quantize_weight_per_channel
-from edgeopt.nn.half_linear import WEIGHT_DTYPES, check_input, load_packed, pack_float, run_native
+from edgeopt.nn._inputs import check_input
+from edgeopt.nn.half_linear import WEIGHT_DTYPES, load_packed, pack_float, run_native
 
 # fp32 / fp16: float kernels, fused by row blocks. int8: the u8 x s8 kernels of QuantLinear (7-bit
 # per-channel weights, dynamic u8 activations at both stages), the two stages in one native call.

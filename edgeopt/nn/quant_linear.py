@@ -9,6 +9,7 @@ from torch import nn
 
 from edgeopt import ops
 from edgeopt._native import _C
+from edgeopt.nn._inputs import check_input
 from edgeopt.nn._qparams import activation_bounds, quantize_weight_per_channel, u8_params
 from edgeopt.threads import get_num_threads
 
@@ -73,19 +74,11 @@ class QuantLinear(nn.Module):
         self._input_params = (scale, zero_point)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu":
-            raise ValueError(f"edgeopt QuantLinear runs on the CPU; got a tensor on {x.device}")
-        if x.dtype != torch.float32:
-            raise TypeError(f"edgeopt QuantLinear expects float32 input, got {x.dtype}")
-        if x.dim() == 0 or x.shape[-1] != self.in_features:
-            raise ValueError(f"edgeopt QuantLinear expects input (..., {self.in_features}), got {tuple(x.shape)}")
+        x2 = check_input("QuantLinear", x, self.in_features)
         if self.packed_weight.numel() == 0:
             raise RuntimeError("edgeopt QuantLinear has no weights yet: build it with QuantLinear.from_float(...) "
                                "or load a state_dict")
         lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features)
-        if x2.stride(-1) != 1 or (x2.shape[0] > 1 and x2.stride(0) < self.in_features):
-            x2 = x2.contiguous()  # the kernel reads whole rows: transposed or broadcast views are copied once, here
         scale, zero_point = self._input_params
         dynamic = self.mode == "dynamic"
         if torch.compiler.is_compiling():

@@ -1,0 +1,58 @@
+// Argument checks shared by the binding files: arrays are taken as they are (no forcecast), and a wrong
+// dtype, shape or layout becomes a Python error that says what was expected.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstddef>
+#include <string>
+
+namespace edgeopt::bind {
+
+namespace py = pybind11;
+
+[[noreturn]] inline void type_error(const std::string& msg) { throw py::type_error("edgeopt: " + msg); }
+[[noreturn]] inline void value_error(const std::string& msg) { throw py::value_error("edgeopt: " + msg); }
+
+inline std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+// Equivalence, not identity: an unpickled float32 dtype is a different object but the same type.
+template <class T>
+bool has_dtype(const py::array& a) {
+  return py::isinstance<py::array_t<T>>(a);
+}
+
+template <class T>
+void require_dtype(const py::array& a, const char* what) {
+  if (!has_dtype<T>(a))
+    type_error(std::string(what) + " must be " + py::str(py::dtype::of<T>()).cast<std::string>() + ", got " +
+               dtype_name(a));
+}
+
+inline void require_c_contiguous(const py::array& a, const char* what) {
+  if (!(a.flags() & py::array::c_style)) value_error(std::string(what) + " must be C-contiguous");
+}
+
+// Rows may be strided; elements within a row must be adjacent. Returns the row stride in elements.
+inline size_t row_stride_elems(const py::array& a, const char* what) {
+  if (a.ndim() != 2) value_error(std::string(what) + " must be 2-D, got " + std::to_string(a.ndim()) + "-D");
+  const auto item = a.itemsize();
+  if (a.shape(1) > 1 && a.strides(1) != item) value_error(std::string(what) + " must have a contiguous last dimension");
+  if (a.strides(0) % item != 0 || a.strides(0) < 0) value_error(std::string(what) + " has an unsupported row stride");
+  const size_t stride = size_t(a.strides(0) / item);
+  if (a.shape(0) > 1 && stride < size_t(a.shape(1))) value_error(std::string(what) + " rows overlap");
+  return a.shape(0) > 1 ? stride : size_t(a.shape(1));
+}
+
+// An optional float32 bias of n values: nullptr for None. `keep` holds the array while the pointer is used.
+inline const float* optional_bias(const py::object& bias, size_t n, py::array& keep) {
+  if (bias.is_none()) return nullptr;
+  keep = bias.cast<py::array>();
+  require_dtype<float>(keep, "bias");
+  require_c_contiguous(keep, "bias");
+  if (keep.ndim() != 1 || size_t(keep.shape(0)) != n) value_error("bias must have shape (out_features,)");
+  return static_cast<const float*>(keep.data());
+}
+
+}  // namespace edgeopt::bind
