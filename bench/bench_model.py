@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import avx2_path  # noqa: E402  (must precede torch)
+import edgeopt  # noqa: E402,F401  (before torch, as users should: it tunes torch's OpenMP spin, see README)
 from common import time_forward  # noqa: E402
 
 import pyperf  # noqa: E402

@@ -103,3 +103,17 @@ def test_installed_package_finds_data_from_the_repository_root(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     with pytest.raises(paths.DataNotFoundError, match="repository default"):
         paths.data_root()
+
+
+def test_importing_edgeopt_first_shortens_torchs_openmp_spin():
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    code = "import {first}, {second}, os; print(os.environ.get('GOMP_SPINCOUNT'))"
+    r = subprocess.run([sys.executable, "-c", code.format(first="edgeopt", second="torch")], capture_output=True,
+                       text=True, env=env)
+    assert r.returncode == 0 and r.stdout.strip() == "10000", r.stderr
+    r = subprocess.run([sys.executable, "-c", code.format(first="torch", second="edgeopt")], capture_output=True,
+                       text=True, env=env)
+    assert r.returncode == 0 and r.stdout.strip() == "None", r.stderr  # too late to matter: left alone
+    r = subprocess.run([sys.executable, "-c", code.format(first="edgeopt", second="torch")], capture_output=True,
+                       text=True, env=dict(env, GOMP_SPINCOUNT="123"))
+    assert r.stdout.strip() == "123"  # the user's own setting wins
