@@ -18,11 +18,11 @@ namespace {
 constexpr size_t kL2ABytes = 128 * 1024;
 // Below this many input values, quantizing on one thread beats waking the others.
 constexpr size_t kParallelQuantizeMin = 1 << 15;
-// Multiply-adds each thread must get before another thread is worth waking: ~50-100 us of kernel time.
-// Small layers (a 16-token transformer projection is ~2M) run on the calling thread alone; besides the
+// Multiply-adds each thread must get before another thread is worth waking: ~20-40 us of kernel time.
+// Small layers (a 16-token transformer projection is ~0.6M) run on the calling thread alone; besides the
 // wake-up cost this avoids waiting on a helper thread that another process (or torch's spinning OpenMP
 // threads) has pushed off its core, which on a busy 2-core machine cost such layers 10-100x.
-constexpr double kMinMacsPerThread = 4.0e6;
+constexpr double kMinMacsPerThread = 2.0e6;
 
 size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
 
