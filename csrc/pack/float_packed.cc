@@ -27,10 +27,6 @@ Layout layout_for(FloatWeightType t, size_t n, size_t k) {
   return l;
 }
 
-[[noreturn]] void bad_pack(const std::string& why) {
-  throw std::invalid_argument("edgeopt: packed float weights rejected: " + why);
-}
-
 bool half_is_finite(uint16_t h) { return ((h >> 10) & 0x1f) != 0x1f; }
 
 const char* type_name(FloatWeightType t) { return t == FloatWeightType::kF16 ? "fp16" : "fp32"; }
@@ -83,13 +79,7 @@ void pack_float_weights(FloatWeightType type, const void* w, const float* bias, 
 }
 
 FloatPackedView view_float_packed(const uint8_t* buf, size_t bytes) {
-  if (bytes < sizeof(PackHeader)) bad_pack("buffer of " + std::to_string(bytes) + " bytes is shorter than the header");
-  PackHeader h;
-  std::memcpy(&h, buf, sizeof h);
-  if (h.magic != kPackMagic) bad_pack("bad magic (not an edgeopt packed weight buffer)");
-  if (h.version != kPackVersion)
-    bad_pack("format version " + std::to_string(h.version) + ", this build reads version " +
-             std::to_string(kPackVersion) + "; re-create the module from the float model");
+  const PackHeader h = read_pack_header(buf, bytes);
   FloatWeightType type;
   if (h.format == kPackFormatF16Gemm16) {
     type = FloatWeightType::kF16;

@@ -28,10 +28,6 @@ Layout layout_for(size_t n, size_t k) {
   return l;
 }
 
-[[noreturn]] void bad_pack(const std::string& why) {
-  throw std::invalid_argument("edgeopt: packed weights rejected: " + why);
-}
-
 }  // namespace
 
 size_t qs8_packed_size(size_t n, size_t k) { return layout_for(n, k).total; }
@@ -83,13 +79,7 @@ void pack_qs8_weights(const int8_t* w, const float* scale, const float* bias, si
 }
 
 Qs8PackedView view_qs8_packed(const uint8_t* buf, size_t bytes) {
-  if (bytes < sizeof(PackHeader)) bad_pack("buffer of " + std::to_string(bytes) + " bytes is shorter than the header");
-  PackHeader h;
-  std::memcpy(&h, buf, sizeof h);
-  if (h.magic != kPackMagic) bad_pack("bad magic (not an edgeopt packed weight buffer)");
-  if (h.version != kPackVersion)
-    bad_pack("format version " + std::to_string(h.version) + ", this build reads version " +
-             std::to_string(kPackVersion) + "; re-create the module from the float model");
+  const PackHeader h = read_pack_header(buf, bytes);
   if (h.format != kPackFormatQs8Gemm16c4 || h.nr != kQGemmNr || h.kr != kQGemmKr)
     bad_pack("layout is not the s8 16c4 GEMM layout");
   if (h.weight_max != kQGemmWeightMax)

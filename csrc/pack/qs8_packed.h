@@ -9,31 +9,13 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "pack/pack_header.h"
+
 namespace edgeopt {
 
-constexpr uint32_t kPackMagic = 0x4b504f45;  // "EOPK" little-endian
-constexpr uint32_t kPackVersion = 1;
 constexpr uint32_t kPackFormatQs8Gemm16c4 = 1;
 // Accumulators and zero-point corrections stay inside int32 for K up to this bound (255*63*K < 2^31).
 constexpr size_t kQs8MaxK = 131072;
-
-struct PackHeader {
-  uint32_t magic;
-  uint32_t version;
-  uint32_t format;
-  uint32_t nr;
-  uint32_t kr;
-  uint32_t n;
-  uint32_t k;
-  uint32_t n_padded;
-  uint32_t k_padded;
-  uint32_t weight_max;
-  uint32_t has_bias;
-  uint32_t reserved0;
-  uint64_t total_bytes;
-  uint64_t reserved1;
-};
-static_assert(sizeof(PackHeader) == 64, "the header is part of the on-disk format");
 
 // Dims are copied out of the header when it is validated, so a buffer changed afterwards (another thread
 // writing the tensor) cannot steer the kernels out of bounds.
