@@ -4,6 +4,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import subprocess
+import sys
+
 import torch
 
 
@@ -27,3 +30,22 @@ def write_summary(out: Path, lines: list[str]) -> None:
     summary = "\n".join(lines)
     (out / "summary.md").write_text(summary + "\n")
     print(summary)
+
+
+def run_contenders(script: Path, impls: list[str], out: Path, env: dict, extra: list[str]) -> None:
+    """Runs `script --impl X` under pyperf for each implementation, in its own processes, one JSON each."""
+    import avx2_path
+
+    for i, impl in enumerate(impls, 1):
+        print(f"[{i}/{len(impls)}] {impl}", flush=True)
+        path = out / f"{impl}.json"
+        path.unlink(missing_ok=True)  # pyperf refuses to overwrite; a rerun replaces
+        subprocess.run([sys.executable, str(script), "--impl", impl, "-o", str(path), "--inherit-environ",
+                        ",".join(avx2_path.INHERIT), "--quiet", *extra], check=True, env=env)
+
+
+def compare_table(out: Path, impls: list[str]) -> str:
+    """`pyperf compare_to --table` over the implementations' JSON files, first one as the reference."""
+    result = subprocess.run([sys.executable, "-m", "pyperf", "compare_to", *(str(out / f"{i}.json") for i in impls),
+                             "--table"], capture_output=True, text=True)
+    return result.stdout

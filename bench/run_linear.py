@@ -20,7 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import avx2_path  # noqa: E402
-from common import median_seconds, write_summary  # noqa: E402
+from common import compare_table, median_seconds, run_contenders, write_summary  # noqa: E402
 
 from bench_linear import DEFAULT_M, IMPLS, bench_name, read_shapes  # noqa: E402
 
@@ -68,22 +68,12 @@ def main() -> int:
     print(f"results -> {out}", flush=True)
     ceilings = {"before": measure_ceilings(args.threads)}
     print(f"ceilings ({args.threads} threads): {ceilings['before']}", flush=True)
-    for i, impl in enumerate(impls, 1):
-        print(f"[{i}/{len(impls)}] {impl}", flush=True)
-        (out / f"{impl}.json").unlink(missing_ok=True)  # pyperf refuses to overwrite; a rerun replaces
-        cmd = [sys.executable, str(HERE / "bench_linear.py"), "--impl", impl, "--m", args.m, "-o",
-               str(out / f"{impl}.json"), "--inherit-environ", ",".join(avx2_path.INHERIT), "--quiet"]
-        if args.only:
-            cmd += ["--only", args.only]
-        if args.fast:
-            cmd.append("--fast")
-        subprocess.run(cmd, check=True, env=env)
+    extra = ["--m", args.m] + (["--only", args.only] if args.only else []) + (["--fast"] if args.fast else [])
+    run_contenders(HERE / "bench_linear.py", impls, out, env, extra)
     ceilings["after"] = measure_ceilings(args.threads)
     (out / "ceilings.json").write_text(json.dumps(ceilings, indent=2))
 
-    table = subprocess.run([sys.executable, "-m", "pyperf", "compare_to", *(str(out / f"{i}.json") for i in impls),
-                            "--table"], capture_output=True, text=True)
-    print(table.stdout)
+    print(compare_table(out, impls))
 
     ceil = {k: max(ceilings["before"][k], ceilings["after"][k]) for k in ceilings["before"]}
     times = {impl: median_seconds(out / f"{impl}.json") for impl in impls}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import avx2_path  # noqa: E402
-from common import median_seconds, write_summary  # noqa: E402
+from common import compare_table, median_seconds, run_contenders, write_summary  # noqa: E402
 
 from bench_low_rank import DEFAULT_M, DEFAULT_RANKS, IMPLS, bench_name, rank_of, read_shapes  # noqa: E402
 from run_linear import measure_ceilings  # noqa: E402
@@ -58,25 +57,15 @@ def main() -> int:
         load_before = f.read().split()[:3]
     ceilings = {"before": measure_ceilings(args.threads)}
     print(f"ceilings ({args.threads} threads): {ceilings['before']}; load {load_before}", flush=True)
-    for i, impl in enumerate(impls, 1):
-        print(f"[{i}/{len(impls)}] {impl}", flush=True)
-        (out / f"{impl}.json").unlink(missing_ok=True)
-        cmd = [sys.executable, str(HERE / "bench_low_rank.py"), "--impl", impl, "--m", args.m, "--ranks", args.ranks,
-               "-o", str(out / f"{impl}.json"), "--inherit-environ", ",".join(avx2_path.INHERIT), "--quiet"]
-        if args.only:
-            cmd += ["--only", args.only]
-        if args.fast:
-            cmd.append("--fast")
-        subprocess.run(cmd, check=True, env=env)
+    extra = ["--m", args.m, "--ranks", args.ranks] + (["--only", args.only] if args.only else []) + (["--fast"] if args.fast else [])
+    run_contenders(HERE / "bench_low_rank.py", impls, out, env, extra)
     ceilings["after"] = measure_ceilings(args.threads)
     with open("/proc/loadavg") as f:
         load_after = f.read().split()[:3]
     ceilings["loadavg"] = {"before": load_before, "after": load_after}
     (out / "ceilings.json").write_text(json.dumps(ceilings, indent=2))
 
-    table = subprocess.run([sys.executable, "-m", "pyperf", "compare_to", *(str(out / f"{i}.json") for i in impls),
-                            "--table"], capture_output=True, text=True)
-    print(table.stdout)
+    print(compare_table(out, impls))
 
     ceil = {k: max(ceilings["before"][k], ceilings["after"][k]) for k in ceilings["before"]}
     t = {impl: median_seconds(out / f"{impl}.json") for impl in impls}
