@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import avx2_path  # noqa: E402  (must precede torch)
-from common import time_forward  # noqa: E402
+import avx2_path  # noqa: E402,F401  (must precede torch: it sets the AVX2-path switches)
+from common import read_layer_shapes, record_metadata, time_forward  # noqa: E402
 
 import pyperf  # noqa: E402
 import torch  # noqa: E402
@@ -25,12 +25,7 @@ DEFAULT_M = "1,8,64,256,1024"
 
 
 def read_shapes(path: Path = SHAPES_FILE) -> list[tuple[str, int, int]]:
-    shapes = []
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].split()
-        if line:
-            shapes.append((line[0], int(line[1]), int(line[2])))
-    return shapes
+    return read_layer_shapes(path)
 
 
 def bench_name(layer: str, m: int, k: int, n: int) -> str:
@@ -71,12 +66,7 @@ def main() -> None:
     runner.argparser.add_argument("--m", default=DEFAULT_M, help="comma-separated row counts")
     runner.argparser.add_argument("--only", default="", help="comma-separated layer names to run")
     args = runner.parse_args()
-    meta = avx2_path.setup()
-    from edgeopt.threads import get_num_threads
-
-    meta.update(impl=args.impl, edgeopt_threads=str(get_num_threads()))
-    for key, value in meta.items():
-        runner.metadata[key] = value
+    record_metadata(runner, args.impl)
     only = set(filter(None, args.only.split(",")))
     task = 0
     for layer, k, n in read_shapes():

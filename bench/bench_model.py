@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import avx2_path  # noqa: E402  (must precede torch)
+import avx2_path  # noqa: E402,F401  (must precede torch: it sets the AVX2-path switches)
 import edgeopt  # noqa: E402,F401  (before torch, as users should: it tunes torch's OpenMP spin, see README)
-from common import time_forward  # noqa: E402
+from common import record_metadata, time_forward  # noqa: E402
 
 import pyperf  # noqa: E402
 import torch  # noqa: E402
@@ -75,9 +75,7 @@ def main() -> None:
                            add_cmdline_args=lambda cmd, args: cmd.extend(("--impl", args.impl)))
     runner.argparser.add_argument("--impl", choices=IMPLS, required=True)
     args = runner.parse_args()
-    for key, value in avx2_path.setup().items():
-        runner.metadata[key] = value
-    runner.metadata["impl"] = args.impl
+    record_metadata(runner, args.impl)
     torch.manual_seed(0)
     builders = {"mlp 1024-4096-4096-1024 batch 1": mlp, "vit-tiny block 197x192": block}
     task = 0

@@ -10,6 +10,27 @@ import sys
 import torch
 
 
+def read_layer_shapes(path: Path) -> list[tuple[str, int, int]]:
+    """(name, K, N) rows of a shapes file in bench/models/ ('#' starts a comment)."""
+    shapes = []
+    for line in Path(path).read_text().splitlines():
+        fields = line.split("#", 1)[0].split()
+        if fields:
+            shapes.append((fields[0], int(fields[1]), int(fields[2])))
+    return shapes
+
+
+def record_metadata(runner, impl: str) -> None:
+    """Puts the AVX2-path facts, the implementation and edgeopt's thread count into the pyperf results."""
+    import avx2_path
+    from edgeopt.threads import get_num_threads
+
+    meta = avx2_path.setup()
+    meta.update(impl=impl, edgeopt_threads=str(get_num_threads()))
+    for key, value in meta.items():
+        runner.metadata[key] = value
+
+
 def time_forward(loops: int, module, x) -> float:
     """pyperf time function: seconds for `loops` inference calls."""
     with torch.no_grad():
