@@ -82,28 +82,6 @@ py::tuple fw_unpack(const py::array& packed) {
   return py::make_tuple(w, bias);
 }
 
-FloatLinearCall make_call(const py::array& x, size_t k, py::array& out, size_t n, float out_min, float out_max,
-                          int num_threads) {
-  FloatLinearCall call;
-  if (!has_dtype<float>(x)) type_error("input must be float32, got " + dtype_name(x));
-  call.x_stride = row_stride_elems(x, "input");
-  if (size_t(x.shape(1)) != k)
-    value_error("input has " + std::to_string(x.shape(1)) + " features, the layer expects " + std::to_string(k));
-  call.m = size_t(x.shape(0));
-  call.x = static_cast<const float*>(x.data());
-  if (!has_dtype<float>(out)) type_error("output must be float32, got " + dtype_name(out));
-  if (!out.writeable()) value_error("output array is read-only");
-  call.out_stride = row_stride_elems(out, "output");
-  if (size_t(out.shape(0)) != call.m || size_t(out.shape(1)) != n)
-    value_error("output must have shape (" + std::to_string(call.m) + ", " + std::to_string(n) + ")");
-  if (!(out_min <= out_max)) value_error("clamp bounds must satisfy min <= max (and not be NaN)");
-  call.out_min = out_min;
-  call.out_max = out_max;
-  call.out = static_cast<float*>(out.mutable_data());
-  call.num_threads = num_threads;
-  return call;
-}
-
 void fw_linear_py(const py::array& x, const py::array& packed, py::array& out, float out_min, float out_max,
                   int num_threads) {
   const FloatPackedView w = float_view(packed);

@@ -23,4 +23,29 @@ const FloatGemmKernels& float_gemm_kernels(Isa isa) {
   return isa == Isa::kAvx2 ? avx2 : ref;
 }
 
+
+const SparseGemmKernels& sparse_gemm_kernels(Isa isa) {
+  // The reference kernels serve every row count up to 8; the tables still list the same tiles as the
+  // avx2 ones so the op tiles (and so rounds) identically on both paths.
+  static const SparseGemmKernels ref{
+      {eo_f32_spgemm_minmax_ukernel_8x8__ref, eo_f32_spgemm_minmax_ukernel_8x8__ref,
+       eo_f32_spgemm_minmax_ukernel_8x8__ref, eo_f32_spgemm_minmax_ukernel_8x8__ref},
+      {eo_f32_spgemm_minmax_ukernel_8x16__ref, eo_f32_spgemm_minmax_ukernel_8x16__ref,
+       eo_f32_spgemm_minmax_ukernel_8x16__ref, nullptr},
+      {eo_qu8s8_spgemm_minmax_ukernel_8x8c4__ref, eo_qu8s8_spgemm_minmax_ukernel_8x8c4__ref,
+       eo_qu8s8_spgemm_minmax_ukernel_8x8c4__ref, eo_qu8s8_spgemm_minmax_ukernel_8x8c4__ref},
+      {eo_qu8s8_spgemm_minmax_ukernel_8x16c4__ref, eo_qu8s8_spgemm_minmax_ukernel_8x16c4__ref,
+       eo_qu8s8_spgemm_minmax_ukernel_8x16c4__ref, nullptr}};
+  static const SparseGemmKernels avx2{
+      {eo_f32_spgemm_minmax_ukernel_1x8__avx2, eo_f32_spgemm_minmax_ukernel_2x8__avx2,
+       eo_f32_spgemm_minmax_ukernel_4x8__avx2, eo_f32_spgemm_minmax_ukernel_8x8__avx2},
+      {eo_f32_spgemm_minmax_ukernel_1x16__avx2, eo_f32_spgemm_minmax_ukernel_2x16__avx2,
+       eo_f32_spgemm_minmax_ukernel_4x16__avx2, nullptr},
+      {eo_qu8s8_spgemm_minmax_ukernel_1x8c4__avx2, eo_qu8s8_spgemm_minmax_ukernel_2x8c4__avx2,
+       eo_qu8s8_spgemm_minmax_ukernel_4x8c4__avx2, eo_qu8s8_spgemm_minmax_ukernel_8x8c4__avx2},
+      {eo_qu8s8_spgemm_minmax_ukernel_1x16c4__avx2, eo_qu8s8_spgemm_minmax_ukernel_2x16c4__avx2,
+       eo_qu8s8_spgemm_minmax_ukernel_4x16c4__avx2, nullptr}};
+  return isa == Isa::kAvx2 ? avx2 : ref;
+}
+
 }  // namespace edgeopt

@@ -5,6 +5,7 @@
 #include "config/cpu.h"
 #include "ukernels/f32gemm.h"
 #include "ukernels/qgemm.h"
+#include "ukernels/spgemm.h"
 
 namespace edgeopt {
 
@@ -29,5 +30,18 @@ struct FloatGemmKernels {
 
 const FloatGemmKernels& float_gemm_kernels(Isa isa);
 inline const FloatGemmKernels& float_gemm_kernels() { return float_gemm_kernels(active_isa()); }
+
+
+// Block-sparse GEMM (issue 5, ukernels/spgemm.h), per block width (8 or 16 columns) and row tile:
+// [0] 1 row, [1] 2 rows, [2] 4 rows, [3] 8 rows (nullptr: no such tile; use the next smaller).
+struct SparseGemmKernels {
+  F32SpGemmUkernelFn f32_nb8[4];
+  F32SpGemmUkernelFn f32_nb16[4];
+  QSpGemmUkernelFn q_nb8[4];
+  QSpGemmUkernelFn q_nb16[4];
+};
+
+const SparseGemmKernels& sparse_gemm_kernels(Isa isa);
+inline const SparseGemmKernels& sparse_gemm_kernels() { return sparse_gemm_kernels(active_isa()); }
 
 }  // namespace edgeopt

@@ -82,15 +82,11 @@ U8QuantParams choose_u8_params(float lo, float hi) {
   return {scale, int32_t(std::clamp(zp, 0.0f, 255.0f))};
 }
 
-U8QuantParams qlinear(const Qs8PackedView& w, const QLinearCall& call) {
+U8Rows prepare_u8_rows(const QLinearCall& call, size_t k, size_t kp, int threads) {
+  // Padding meets zero weights, so its value is irrelevant, but the kernels read whole groups of 4 and
+  // must not run past the buffer.
   const QGemmKernels& kern = qgemm_kernels();
-  const size_t m = call.m, n = w.n(), k = w.k(), kp = w.k_padded();
-  const double macs = double(m) * double(n) * double(k);
-  const int threads = std::max(1, int(std::min<double>(call.num_threads, macs / kMinMacsPerThread)));
-  if (m == 0) return call.x_params;
-
-  // 1. Activations as u8 rows of k_padded bytes (padding meets zero weights, so its value is irrelevant,
-  //    but the kernels read whole groups of 4 and must not run past the buffer).
+  const size_t m = call.m;
   const uint8_t* a;
   size_t a_stride;
   U8QuantParams xp = call.x_params;
@@ -111,6 +107,21 @@ U8QuantParams qlinear(const Qs8PackedView& w, const QLinearCall& call) {
     a = buf;
     a_stride = kp;
   }
+  return {a, a_stride, xp};
+}
+
+U8QuantParams qlinear(const Qs8PackedView& w, const QLinearCall& call) {
+  const QGemmKernels& kern = qgemm_kernels();
+  const size_t m = call.m, n = w.n(), k = w.k(), kp = w.k_padded();
+  const double macs = double(m) * double(n) * double(k);
+  const int threads = std::max(1, int(std::min<double>(call.num_threads, macs / kMinMacsPerThread)));
+  if (m == 0) return call.x_params;
+
+  // 1. Activations as u8 rows of k_padded bytes.
+  const U8Rows rows = prepare_u8_rows(call, k, kp, threads);
+  const uint8_t* a = rows.a;
+  const size_t a_stride = rows.stride;
+  const U8QuantParams xp = rows.params;
 
   // 2. GEMM with the fused epilogue.
   QGemmEpilogue ep;

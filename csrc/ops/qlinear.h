@@ -38,4 +38,14 @@ struct QLinearCall {
 // input holds NaN or Inf (quantizing them would give silent garbage).
 U8QuantParams qlinear(const Qs8PackedView& w, const QLinearCall& call);
 
+// Step 1 of qlinear, shared with the other int8 ops (block-sparse): the call's input as u8 rows of kp
+// (k rounded up to 4) bytes -- the caller's u8 rows when already padded, else quantized into per-thread
+// scratch (valid until this thread's next call) -- and the parameters used. Throws like qlinear.
+struct U8Rows {
+  const uint8_t* a;
+  size_t stride;
+  U8QuantParams params;
+};
+U8Rows prepare_u8_rows(const QLinearCall& call, size_t k, size_t kp, int threads);
+
 }  // namespace edgeopt
