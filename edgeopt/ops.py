@@ -98,3 +98,36 @@ def qs8_low_rank_linear(x: torch.Tensor, packed_v: torch.Tensor, packed_u: torch
 def _(x, packed_v, packed_u, out_features, out_min, out_max):
     torch._check(x.dim() == 2, lambda: "edgeopt::qs8_low_rank_linear expects a 2-D input")
     return x.new_empty((x.shape[0], out_features), dtype=torch.float32)
+
+
+# --- block-sparse layers (issue 5): fp32 and int8 weights in the packed block-sparse layouts ---
+
+@torch.library.custom_op("edgeopt::sparse_linear", mutates_args=())
+def sparse_linear(x: torch.Tensor, packed_weight: torch.Tensor, out_features: int, out_min: float,
+                  out_max: float) -> torch.Tensor:
+    """(M, K) float32 -> (M, N) float32: clamp(x @ W^T + bias) with W fp32 block-sparse (sp_pack)."""
+    out = torch.empty((x.shape[0], out_features), dtype=torch.float32)
+    _C.sp_linear(x.detach().numpy(), packed_weight.numpy(), out.numpy(), out_min, out_max, get_num_threads())
+    return out
+
+
+@sparse_linear.register_fake
+def _(x, packed_weight, out_features, out_min, out_max):
+    torch._check(x.dim() == 2, lambda: "edgeopt::sparse_linear expects a 2-D input")
+    return x.new_empty((x.shape[0], out_features), dtype=torch.float32)
+
+
+@torch.library.custom_op("edgeopt::sparse_quant_linear", mutates_args=())
+def sparse_quant_linear(x: torch.Tensor, packed_weight: torch.Tensor, out_features: int, dynamic: bool,
+                        x_scale: float, x_zero_point: int, out_min: float, out_max: float) -> torch.Tensor:
+    """(M, K) float32 -> (M, N) float32: the int8 layer (quant_linear) with W int8 block-sparse."""
+    out = torch.empty((x.shape[0], out_features), dtype=torch.float32)
+    _C.sp_qlinear(x.detach().numpy(), packed_weight.numpy(), out.numpy(), dynamic, x_scale, x_zero_point, out_min,
+                  out_max, 1.0, 0, get_num_threads())
+    return out
+
+
+@sparse_quant_linear.register_fake
+def _(x, packed_weight, out_features, dynamic, x_scale, x_zero_point, out_min, out_max):
+    torch._check(x.dim() == 2, lambda: "edgeopt::sparse_quant_linear expects a 2-D input")
+    return x.new_empty((x.shape[0], out_features), dtype=torch.float32)

@@ -2,5 +2,6 @@
 from edgeopt.nn.half_linear import HalfLinear
 from edgeopt.nn.low_rank_linear import LowRankLinear
 from edgeopt.nn.quant_linear import QuantLinear
+from edgeopt.nn.sparse_linear import SparseLinear  # issue 5
 
 __all__ = ["HalfLinear", "LowRankLinear", "QuantLinear"]

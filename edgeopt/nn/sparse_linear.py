@@ -1,0 +1,171 @@
+"""SparseLinear: a drop-in nn.Linear on the edgeopt block-sparse kernels, fp32 or int8 weights.
+
+The weight is stored as blocks of `block_cols` output features x 1 (fp32) or x 4 (int8) input features;
+only blocks holding a non-zero weight are kept and multiplied, so a layer pruned in such blocks (see
+edgeopt.prune, block=(16, 4) or (8, 4)) runs in time proportional to its density. Any weight pattern is
+accepted and computed exactly; a pattern that does not zero whole blocks simply saves less.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from edgeopt import ops
+from edgeopt._native import _C
+from edgeopt.nn._inputs import check_input
+from edgeopt.nn._qparams import activation_bounds, quantize_weight_per_channel, u8_params
+from edgeopt.nn.quant_linear import MODES, observe_min_max
+from edgeopt.threads import get_num_threads
+
+DTYPES = ("fp32", "int8")
+BLOCK_COLS = (8, 16)
+
+
+class SparseLinear(nn.Module):
+    """y = act(x @ W^T + bias) with W block-sparse. dtype="int8": symmetric per-channel [-63, 63] weights
+    and affine uint8 activations (dynamic or static), exactly as edgeopt.nn.QuantLinear. Inference only."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: str = "fp32",
+                 mode: str = "dynamic", activation: str | tuple[float, float] | None = None, block_cols: int = 16):
+        super().__init__()
+        if dtype not in DTYPES:
+            raise ValueError(f"edgeopt SparseLinear: dtype must be one of {DTYPES}, got {dtype!r}")
+        if mode not in MODES:
+            raise ValueError(f"edgeopt SparseLinear: mode must be one of {MODES}, got {mode!r}")
+        if block_cols not in BLOCK_COLS:
+            raise ValueError(f"edgeopt SparseLinear: block_cols must be one of {BLOCK_COLS}, got {block_cols!r}")
+        if in_features < 1 or out_features < 1:
+            raise ValueError("edgeopt SparseLinear: in_features and out_features must be positive")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.has_bias = bias
+        self.dtype = dtype
+        self.mode = mode
+        self.activation = activation
+        self.block_cols = block_cols
+        self.out_min, self.out_max = activation_bounds(activation)
+        self.register_buffer("packed_weight", torch.empty(0, dtype=torch.uint8))
+        self.register_buffer("input_scale", torch.tensor(1.0))
+        self.register_buffer("input_zero_point", torch.tensor(0, dtype=torch.int32))
+        self._input_params = (1.0, 0)
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear, mask: torch.Tensor | None = None, dtype: str = "fp32",
+                   block_cols: int = 16, mode: str = "dynamic",
+                   calibration_data: Iterable[torch.Tensor] | None = None,
+                   input_range: tuple[float, float] | None = None,
+                   activation: str | tuple[float, float] | None = None) -> "SparseLinear":
+        """Pack a (pruned) nn.Linear. `mask` (bool or 0/1, the weight's shape) zeroes weights first; without it
+        the weight's own zeros are the sparsity. Static int8 needs calibration_data or input_range."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"edgeopt SparseLinear.from_float expects nn.Linear, got {type(linear).__name__}")
+        module = cls(linear.in_features, linear.out_features, linear.bias is not None, dtype, mode, activation,
+                     block_cols)
+        module.pack_weight(linear.weight, linear.bias, mask)
+        if dtype == "int8" and mode == "static":
+            if input_range is None:
+                if calibration_data is None:
+                    raise ValueError("edgeopt SparseLinear: static mode needs calibration_data or input_range")
+                input_range = observe_min_max(calibration_data)
+            module.set_input_range(*input_range)
+        return module
+
+    def pack_weight(self, weight: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor | None = None) -> None:
+        w = weight.detach().to(torch.float32).reshape(self.out_features, self.in_features)
+        if mask is not None:
+            if tuple(mask.shape) != tuple(w.shape):
+                raise ValueError(f"edgeopt SparseLinear: mask shape {tuple(mask.shape)} != weight shape {tuple(w.shape)}")
+            w = w * mask.to(torch.bool)
+        w = w.contiguous()
+        b = None if bias is None else bias.detach().to(torch.float32).contiguous().numpy()
+        if self.dtype == "fp32":
+            if not torch.isfinite(w).all():
+                raise ValueError("edgeopt SparseLinear: the weight contains NaN or Inf")
+            packed = _C.sp_pack(w.numpy(), None, b, self.block_cols)
+        else:
+            q, scale = quantize_weight_per_channel(w)
+            packed = _C.sp_pack(q.numpy(), scale.numpy(), b, self.block_cols)
+        self.packed_weight = torch.from_numpy(packed)
+
+    def set_input_range(self, lo: float, hi: float) -> None:
+        scale, zero_point = u8_params(lo, hi)
+        self.input_scale.fill_(scale)
+        self.input_zero_point.fill_(zero_point)
+        self._input_params = (scale, zero_point)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x2 = check_input("SparseLinear", x, self.in_features)
+        if self.packed_weight.numel() == 0:
+            raise RuntimeError("edgeopt SparseLinear has no weights yet: build it with SparseLinear.from_float(...) "
+                               "or load a state_dict")
+        lead = x.shape[:-1]
+        int8 = self.dtype == "int8"
+        scale, zero_point = self._input_params
+        dynamic = self.mode == "dynamic"
+        if torch.compiler.is_compiling():
+            if int8:
+                y = ops.sparse_quant_linear(x2, self.packed_weight, self.out_features, dynamic, scale, zero_point,
+                                            self.out_min, self.out_max)
+            else:
+                y = ops.sparse_linear(x2, self.packed_weight, self.out_features, self.out_min, self.out_max)
+        else:
+            # Eager: the core directly (the torch.library dispatcher costs ~15 us per call).
+            y = torch.empty((x2.shape[0], self.out_features), dtype=torch.float32)
+            if int8:
+                _C.sp_qlinear(x2.detach().numpy(), self.packed_weight.numpy(), y.numpy(), dynamic, scale, zero_point,
+                              self.out_min, self.out_max, 1.0, 0, get_num_threads())
+            else:
+                _C.sp_linear(x2.detach().numpy(), self.packed_weight.numpy(), y.numpy(), self.out_min, self.out_max,
+                             get_num_threads())
+        return y.reshape(*lead, self.out_features)
+
+    def packed_info(self) -> dict:
+        """Format, block shape, stored blocks and density of the packed weight (validates it)."""
+        return _C.sp_packed_info(self.packed_weight.numpy())
+
+    @property
+    def density(self) -> float:
+        return float(self.packed_info()["density"])
+
+    def dense_weight(self) -> torch.Tensor:
+        """The float weight the kernel effectively uses (int8: values times their scales), zeros included."""
+        w, scale, _ = _C.sp_unpack(self.packed_weight.numpy())
+        w = torch.from_numpy(w).float()
+        return w if scale is None else w * torch.from_numpy(scale)[:, None]
+
+    def get_extra_state(self) -> dict:
+        return {"dtype": self.dtype, "mode": self.mode, "activation": self.activation, "block_cols": self.block_cols}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.dtype = state["dtype"]
+        self.mode = state["mode"]
+        self.activation = state["activation"]
+        self.block_cols = state["block_cols"]
+        self.out_min, self.out_max = activation_bounds(self.activation)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        incoming = state_dict.get(prefix + "packed_weight")
+        if incoming is not None:
+            # The buffer's length depends on how many blocks are stored: validate the incoming buffer and
+            # size ours to it before the generic copy.
+            info = _C.sp_packed_info(incoming.contiguous().numpy())  # raises on a bad header or contents
+            if (info["in_features"], info["out_features"]) != (self.in_features, self.out_features):
+                raise ValueError(
+                    f"edgeopt SparseLinear: packed weight is {info['out_features']}x{info['in_features']}, "
+                    f"this module is {self.out_features}x{self.in_features}")
+            extra = state_dict.get(prefix + "_extra_state")
+            dtype = extra["dtype"] if isinstance(extra, dict) else self.dtype
+            if info["weight_dtype"] != dtype:
+                raise ValueError(f"edgeopt SparseLinear: packed weight is {info['weight_dtype']}, the state says {dtype}")
+            self.packed_weight = torch.empty_like(incoming)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._input_params = (float(self.input_scale), int(self.input_zero_point))
+
+    def extra_repr(self) -> str:
+        act = "" if self.activation in (None, "none") else f", activation={self.activation}"
+        mode = f", mode={self.mode}" if self.dtype == "int8" else ""
+        density = f", density={self.density:.3f}" if self.packed_weight.numel() else ""
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.has_bias}, "
+                f"dtype={self.dtype}{mode}, block={self.block_cols}x{4 if self.dtype == 'int8' else 1}{density}{act}")
