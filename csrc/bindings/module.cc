@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "bindings/quant_args.h"
 #include "bindings/validate.h"
 #include "config/cpu.h"
 #include "ops/ceilings.h"
@@ -19,6 +20,7 @@ using namespace edgeopt;
 using namespace edgeopt::bind;
 
 void register_float_linear(py::module_& m);  // bindings/float_linear.cc (issue 6: fp16 weights, low rank)
+void register_qconv(py::module_& m);         // bindings/qconv.cc (issue 4: int8 convolution)
 
 namespace {
 
@@ -85,46 +87,15 @@ py::tuple qlinear_py(const py::array& x, const py::array& packed, py::array& out
                      int num_threads) {
   const Qs8PackedView w = packed_view(packed);
   QLinearCall call;
-  const bool x_is_f32 = has_dtype<float>(x);
-  const bool x_is_u8 = has_dtype<uint8_t>(x);
-  if (!x_is_f32 && !x_is_u8) type_error("input must be float32 or uint8, got " + dtype_name(x));
+  fill_quant_args(call, x, out, dynamic, x_scale, x_zero_point, out_min, out_max, out_scale, out_zero_point,
+                  num_threads);
   call.x_stride = row_stride_elems(x, "input");
   if (size_t(x.shape(1)) != w.k())
     value_error("input has " + std::to_string(x.shape(1)) + " features, the layer expects " + std::to_string(w.k()));
   call.m = size_t(x.shape(0));
-  if (x_is_f32) {
-    call.x_f32 = static_cast<const float*>(x.data());
-  } else {
-    call.x_u8 = static_cast<const uint8_t*>(x.data());
-    if (dynamic) value_error("a uint8 input carries its own quantization parameters; dynamic must be False");
-  }
-  call.dynamic = dynamic;
-  if (!dynamic) {
-    if (!(x_scale > 0.0f) || !std::isfinite(x_scale)) value_error("input scale must be positive and finite");
-    if (x_zero_point < 0 || x_zero_point > 255) value_error("input zero point must be in [0, 255]");
-  }
-  call.x_params = {x_scale, x_zero_point};
-  if (has_dtype<float>(out)) {
-    call.out_kind = OutKind::kF32;
-  } else if (has_dtype<uint8_t>(out)) {
-    call.out_kind = OutKind::kU8;
-    if (!(out_scale > 0.0f) || !std::isfinite(out_scale)) value_error("output scale must be positive and finite");
-    if (out_zero_point < 0 || out_zero_point > 255) value_error("output zero point must be in [0, 255]");
-  } else if (has_dtype<int32_t>(out)) {
-    call.out_kind = OutKind::kS32;
-  } else {
-    type_error("output must be float32, uint8 or int32, got " + dtype_name(out));
-  }
-  if (!out.writeable()) value_error("output array is read-only");
   call.out_stride = row_stride_elems(out, "output");
   if (size_t(out.shape(0)) != call.m || size_t(out.shape(1)) != w.n())
     value_error("output must have shape (" + std::to_string(call.m) + ", " + std::to_string(w.n()) + ")");
-  if (!(out_min <= out_max)) value_error("clamp bounds must satisfy min <= max (and not be NaN)");
-  call.out_min = out_min;
-  call.out_max = out_max;
-  call.out_params = {out_scale, out_zero_point};
-  call.out = out.mutable_data();
-  call.num_threads = num_threads;
   U8QuantParams used;
   {
     py::gil_scoped_release release;
@@ -201,4 +172,5 @@ PYBIND11_MODULE(_C, m) {
         "out = epilogue(quant_u8(x) @ W^T). x: (M, K) float32 or uint8; out: (M, N) float32, uint8 or int32 "
         "(int32 = exact integer result). Returns the input (scale, zero_point) used.");
   register_float_linear(m);
+  register_qconv(m);
 }

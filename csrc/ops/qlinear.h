@@ -4,18 +4,11 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "ops/qgemm_tiles.h"
 #include "pack/qs8_packed.h"
 #include "ukernels/qgemm.h"
 
 namespace edgeopt {
-
-struct U8QuantParams {
-  float scale;
-  int32_t zero_point;
-};
-
-// Affine u8 parameters covering [min(lo, 0), max(hi, 0)] (0 stays exactly representable).
-U8QuantParams choose_u8_params(float lo, float hi);
 
 struct QLinearCall {
   // Input, m rows of k values with x_stride elements between rows: float (quantized here) or u8.
