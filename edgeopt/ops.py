@@ -100,6 +100,35 @@ def _(x, packed_v, packed_u, out_features, out_min, out_max):
     return x.new_empty((x.shape[0], out_features), dtype=torch.float32)
 
 
+# --- int8 convolution (issue 4) ---
+
+@torch.library.custom_op("edgeopt::quant_conv2d", mutates_args=())
+def quant_conv2d(x: torch.Tensor, packed_weight: torch.Tensor, out_channels: int, kernel: list[int],
+                 stride: list[int], padding: list[int], dilation: list[int], groups: int, dynamic: bool,
+                 x_scale: float, x_zero_point: int, out_min: float, out_max: float, out_scale: float,
+                 out_zero_point: int, out_uint8: bool) -> torch.Tensor:
+    """NHWC (N, H, W, C) float32 (or uint8 with x_scale/x_zero_point) -> NHWC (N, OH, OW, out_channels)."""
+    out = torch.empty(conv_output_shape(x.shape, out_channels, kernel, stride, padding, dilation),
+                      dtype=torch.uint8 if out_uint8 else torch.float32)
+    _C.qconv2d(x.detach().numpy(), packed_weight.numpy(), out.numpy(), kernel, stride, padding, dilation, groups,
+               dynamic, x_scale, x_zero_point, out_min, out_max, out_scale, out_zero_point, get_num_threads())
+    return out
+
+
+@quant_conv2d.register_fake
+def _(x, packed_weight, out_channels, kernel, stride, padding, dilation, groups, dynamic, x_scale, x_zero_point,
+      out_min, out_max, out_scale, out_zero_point, out_uint8):
+    torch._check(x.dim() == 4, lambda: "edgeopt::quant_conv2d expects an NHWC 4-D input")
+    return x.new_empty(conv_output_shape(x.shape, out_channels, kernel, stride, padding, dilation),
+                       dtype=torch.uint8 if out_uint8 else torch.float32)
+
+
+def conv_output_shape(nhwc_shape, out_channels, kernel, stride, padding, dilation) -> tuple:
+    n, h, w = nhwc_shape[0], nhwc_shape[1], nhwc_shape[2]
+    oh = (h + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    ow = (w + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    return (n, oh, ow, out_channels)
+
 # --- block-sparse layers (issue 5): fp32 and int8 weights in the packed block-sparse layouts ---
 
 @torch.library.custom_op("edgeopt::sparse_linear", mutates_args=())

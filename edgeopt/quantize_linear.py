@@ -1,4 +1,8 @@
-"""Swap every nn.Linear of a model for QuantLinear and say what changed."""
+"""Swap every nn.Linear of a model for QuantLinear and say what changed.
+
+The Linear-only predecessor of `edgeopt.quantize` (which also handles convs, BatchNorm folding and
+activation fusion, and offers robust observers); kept for dynamic mode and for its callers.
+"""
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -8,6 +12,7 @@ import torch
 from torch import nn
 
 from edgeopt.nn.quant_linear import QuantLinear
+from edgeopt.quantize import _calibrate, _inputs, _set_submodule
 
 
 @dataclass
@@ -45,38 +50,17 @@ def quantize_linear_layers(model: nn.Module, mode: str = "dynamic",
     return model, report
 
 
-@torch.no_grad()
 def _observe_input_ranges(model, linears, calibration_data):
-    ranges = {name: [float("inf"), float("-inf")] for name in linears}
-
-    def hook_for(name):
-        def hook(_module, inputs):
-            r = ranges[name]
-            r[0] = min(r[0], float(inputs[0].min()))
-            r[1] = max(r[1], float(inputs[0].max()))
-        return hook
-
-    handles = [m.register_forward_pre_hook(hook_for(name)) for name, m in linears.items()]
+    """Each layer's input min/max over the calibration data (edgeopt.quantize's calibration, min/max)."""
+    batches = _inputs(calibration_data)
+    was_training = model.training
+    model.eval()
     try:
-        was_training = model.training
-        model.eval()
-        seen = 0
-        for batch in calibration_data:
-            model(batch)
-            seen += 1
-        model.train(was_training)
+        stats = _calibrate(model, batches, list(linears), dict(model.named_modules()), "minmax", 100.0,
+                           progress=False)
     finally:
-        for h in handles:
-            h.remove()
-    if seen == 0:
-        raise ValueError("edgeopt: calibration_data was empty")
-    unused = [name for name, r in ranges.items() if r[0] > r[1]]
+        model.train(was_training)
+    unused = [name for name, s in stats.items() if s.count == 0]
     if unused:
         raise ValueError(f"edgeopt: calibration never reached these layers: {', '.join(unused)}")
-    return ranges
-
-
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
+    return {name: [s.lo, s.hi] for name, s in stats.items()}

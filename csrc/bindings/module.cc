@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "bindings/quant_args.h"
 #include "bindings/validate.h"
 #include "config/cpu.h"
 #include "ops/ceilings.h"
@@ -19,7 +20,8 @@ using namespace edgeopt;
 using namespace edgeopt::bind;
 
 void register_float_linear(py::module_& m);  // bindings/float_linear.cc (issue 6: fp16 weights, low rank)
-void register_sparse(py::module_& m);  // bindings/sparse.cc (issue 5: block-sparse layers)
+void register_qconv(py::module_& m);         // bindings/qconv.cc (issue 4: int8 convolution)
+void register_sparse(py::module_& m);        // bindings/sparse.cc (issue 5: block-sparse layers)
 
 namespace {
 
@@ -85,8 +87,16 @@ py::tuple qlinear_py(const py::array& x, const py::array& packed, py::array& out
                      int x_zero_point, float out_min, float out_max, float out_scale, int out_zero_point,
                      int num_threads) {
   const Qs8PackedView w = packed_view(packed);
-  QLinearCall call = make_qlinear_call(x, w.k(), w.n(), out, dynamic, x_scale, x_zero_point, out_min, out_max,
-                                       out_scale, out_zero_point, num_threads);
+  QLinearCall call;
+  fill_quant_args(call, x, out, dynamic, x_scale, x_zero_point, out_min, out_max, out_scale, out_zero_point,
+                  num_threads);
+  call.x_stride = row_stride_elems(x, "input");
+  if (size_t(x.shape(1)) != w.k())
+    value_error("input has " + std::to_string(x.shape(1)) + " features, the layer expects " + std::to_string(w.k()));
+  call.m = size_t(x.shape(0));
+  call.out_stride = row_stride_elems(out, "output");
+  if (size_t(out.shape(0)) != call.m || size_t(out.shape(1)) != w.n())
+    value_error("output must have shape (" + std::to_string(call.m) + ", " + std::to_string(w.n()) + ")");
   U8QuantParams used;
   {
     py::gil_scoped_release release;
@@ -163,5 +173,6 @@ PYBIND11_MODULE(_C, m) {
         "out = epilogue(quant_u8(x) @ W^T). x: (M, K) float32 or uint8; out: (M, N) float32, uint8 or int32 "
         "(int32 = exact integer result). Returns the input (scale, zero_point) used.");
   register_float_linear(m);
+  register_qconv(m);
   register_sparse(m);
 }

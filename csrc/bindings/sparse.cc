@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "bindings/quant_args.h"
 #include "bindings/validate.h"
 #include "ops/sparse_linear.h"
 #include "pack/sparse_packed.h"
@@ -113,8 +114,16 @@ py::tuple sp_qlinear_py(const py::array& x, const py::array& packed, py::array& 
                         int num_threads) {
   const SparsePackedView w = sparse_view(packed);
   if (!w.is_int8) value_error("sp_qlinear takes int8 sparse weights; fp32 ones go to sp_linear");
-  const QLinearCall call = make_qlinear_call(x, w.k(), w.n(), out, dynamic, x_scale, x_zero_point, out_min, out_max,
-                                             out_scale, out_zero_point, num_threads);
+  QLinearCall call;
+  fill_quant_args(call, x, out, dynamic, x_scale, x_zero_point, out_min, out_max, out_scale, out_zero_point,
+                  num_threads);
+  call.x_stride = row_stride_elems(x, "input");
+  if (size_t(x.shape(1)) != w.k())
+    value_error("input has " + std::to_string(x.shape(1)) + " features, the layer expects " + std::to_string(w.k()));
+  call.m = size_t(x.shape(0));
+  call.out_stride = row_stride_elems(out, "output");
+  if (size_t(out.shape(0)) != call.m || size_t(out.shape(1)) != w.n())
+    value_error("output must have shape (" + std::to_string(call.m) + ", " + std::to_string(w.n()) + ")");
   U8QuantParams used;
   {
     py::gil_scoped_release release;

@@ -4,6 +4,7 @@
 
 #include "config/cpu.h"
 #include "ukernels/f32gemm.h"
+#include "ukernels/qdwconv.h"
 #include "ukernels/qgemm.h"
 #include "ukernels/spgemm.h"
 
@@ -14,6 +15,7 @@ struct QGemmKernels {
   QGemmUkernelFn gemm_by_rows[kQGemmMr + 1];
   F32MinMaxFn minmax;
   F32QuantizeU8Fn quantize;
+  QDwconvUkernelFn dwconv;
 };
 
 const QGemmKernels& qgemm_kernels(Isa isa);

@@ -4,18 +4,11 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "ops/qgemm_tiles.h"
 #include "pack/qs8_packed.h"
 #include "ukernels/qgemm.h"
 
 namespace edgeopt {
-
-struct U8QuantParams {
-  float scale;
-  int32_t zero_point;
-};
-
-// Affine u8 parameters covering [min(lo, 0), max(hi, 0)] (0 stays exactly representable).
-U8QuantParams choose_u8_params(float lo, float hi);
 
 struct QLinearCall {
   // Input, m rows of k values with x_stride elements between rows: float (quantized here) or u8.
@@ -37,15 +30,5 @@ struct QLinearCall {
 // Runs the layer; returns the activation parameters it used. Throws std::domain_error if a float
 // input holds NaN or Inf (quantizing them would give silent garbage).
 U8QuantParams qlinear(const Qs8PackedView& w, const QLinearCall& call);
-
-// Step 1 of qlinear, shared with the other int8 ops (block-sparse): the call's input as u8 rows of kp
-// (k rounded up to 4) bytes -- the caller's u8 rows when already padded, else quantized into per-thread
-// scratch (valid until this thread's next call) -- and the parameters used. Throws like qlinear.
-struct U8Rows {
-  const uint8_t* a;
-  size_t stride;
-  U8QuantParams params;
-};
-U8Rows prepare_u8_rows(const QLinearCall& call, size_t k, size_t kp, int threads);
 
 }  // namespace edgeopt

@@ -11,9 +11,6 @@ namespace {
 
 // Activation rows kept in L2 while the weight blocks of a task stream past them (as in qlinear).
 constexpr size_t kL2ABytes = 128 * 1024;
-// Multiply-adds (stored ones) per thread before a second thread is worth waking (qlinear's rule; the
-// float layers' smaller bound was measured for batch-1 GEMV, which the sparse kernels also serve).
-constexpr double kMinMacsPerThread = 2.0e6;
 constexpr double kMinMacsPerTask = 1 << 16;
 
 size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
@@ -42,7 +39,7 @@ struct Plan {
 Plan plan(const SparsePackedView& w, size_t m, size_t row_bytes, int requested) {
   Plan p{};
   const double macs = double(m) * double(w.nnz()) * double(w.block_elems());
-  p.threads = std::max(1, int(std::min<double>(requested, macs / kMinMacsPerThread)));
+  p.threads = threads_for_macs(macs, requested);  // counting stored multiply-adds only
   p.mc = std::clamp<size_t>(kL2ABytes / std::max<size_t>(row_bytes, 1) / 8 * 8, 8, 256);
   p.m_chunks = ceil_div(m, p.mc);
   const size_t target = std::clamp<size_t>(size_t(macs / kMinMacsPerTask), 1, size_t(p.threads) * 8);
@@ -87,19 +84,10 @@ U8QuantParams sparse_qlinear(const SparsePackedView& w, const QLinearCall& call)
   const SparseGemmKernels& kern = sparse_gemm_kernels();
   const QSpGemmUkernelFn* table = nb == 16 ? kern.q_nb16 : kern.q_nb8;
   const Plan p = plan(w, m, kp, call.num_threads);
-  const U8Rows rows = prepare_u8_rows(call, k, kp, p.threads);
-
-  QGemmEpilogue ep;
-  ep.w_colsum = w.colsum;
-  ep.w_scale = w.scale;
-  ep.bias = w.bias;
-  ep.a_scale = rows.params.scale;
-  ep.a_zero_point = rows.params.zero_point;
-  ep.out_min = call.out_min;
-  ep.out_max = call.out_max;
-  ep.out_kind = call.out_kind;
-  ep.out_inv_scale = 1.0f / call.out_params.scale;
-  ep.out_zero_point = call.out_params.zero_point;
+  U8QuantParams xp = call.x_params;
+  const ARows rows = prepare_u8_input(call.x_f32, call.x_u8, m, k, kp, call.x_stride, call.dynamic, &xp, p.threads);
+  const QGemmEpilogue ep = make_qgemm_epilogue(w.colsum, w.scale, w.bias, xp, call.out_min, call.out_max,
+                                               call.out_kind, call.out_params);
   const size_t out_elem = call.out_kind == OutKind::kU8 ? 1 : 4;
   char* out = static_cast<char*>(call.out);
   const int8_t* values = static_cast<const int8_t*>(w.values);
@@ -120,7 +108,7 @@ U8QuantParams sparse_qlinear(const SparsePackedView& w, const QLinearCall& call)
       }
     }
   });
-  return rows.params;
+  return xp;
 }
 
 }  // namespace edgeopt

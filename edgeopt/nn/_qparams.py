@@ -13,14 +13,15 @@ WEIGHT_MAX = int(_C.QS8_WEIGHT_MAX)
 ACTIVATIONS = ("none", "relu", "relu6")
 
 
-def quantize_weight_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-output-channel int8 weights in [-WEIGHT_MAX, WEIGHT_MAX] and their float scales."""
+def quantize_weight_per_channel(weight: torch.Tensor, weight_max: int = WEIGHT_MAX) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8 weights in [-weight_max, weight_max] and their float scales.
+    Dimensions after the first are flattened (conv filters become rows)."""
     w = weight.detach().to(torch.float32).reshape(weight.shape[0], -1)
     if not torch.isfinite(w).all():
         raise ValueError("edgeopt: the float weight contains NaN or Inf; cannot quantize it")
     absmax = w.abs().amax(dim=1)
-    scale = torch.where(absmax > 0, absmax / WEIGHT_MAX, torch.ones_like(absmax))
-    q = torch.round(w / scale[:, None]).clamp_(-WEIGHT_MAX, WEIGHT_MAX).to(torch.int8)
+    scale = torch.where(absmax > 0, absmax / weight_max, torch.ones_like(absmax))
+    q = torch.round(w / scale[:, None]).clamp_(-weight_max, weight_max).to(torch.int8)
     return q.contiguous(), scale.contiguous()
 
 

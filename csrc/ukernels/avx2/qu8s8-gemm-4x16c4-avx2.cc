@@ -11,8 +11,6 @@
 namespace edgeopt {
 namespace {
 
-using avx2::store_row;  // the epilogue, shared with the block-sparse kernels
-
 inline __m256i dot4(__m256i acc, __m256i a, __m256i w, __m256i ones) {
   return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, w), ones));
 }

@@ -105,9 +105,9 @@ void q_tile(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, const int8_t
   for (int r = 0; r < MR; ++r) {
     if (size_t(r) >= mr) break;
     if constexpr (NV == 2) {
-      avx2::store_row(acc[r][0], acc[r][1], ep, col, nr, out + r * row_bytes);
+      store_row(acc[r][0], acc[r][1], ep, col, nr, out + r * row_bytes);
     } else {
-      avx2::store_row8(acc[r][0], ep, col, nr, out + r * row_bytes);
+      store_row8(acc[r][0], ep, col, nr, out + r * row_bytes);
     }
   }
 }
@@ -203,10 +203,10 @@ void q_4x16(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, const int8_t
   }
   const size_t row_bytes = cs * (ep.out_kind == OutKind::kU8 ? 1 : 4);
   char* out = static_cast<char*>(c);
-  avx2::store_row(c00, c01, ep, col, nr, out);
-  if (mr > 1) avx2::store_row(c10, c11, ep, col, nr, out + row_bytes);
-  if (mr > 2) avx2::store_row(c20, c21, ep, col, nr, out + 2 * row_bytes);
-  if (mr > 3) avx2::store_row(c30, c31, ep, col, nr, out + 3 * row_bytes);
+  store_row(c00, c01, ep, col, nr, out);
+  if (mr > 1) store_row(c10, c11, ep, col, nr, out + row_bytes);
+  if (mr > 2) store_row(c20, c21, ep, col, nr, out + 2 * row_bytes);
+  if (mr > 3) store_row(c30, c31, ep, col, nr, out + 3 * row_bytes);
 }
 
 void q_8x8(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, const int8_t* w, const uint8_t* a, size_t as,
@@ -237,7 +237,7 @@ void q_8x8(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, const int8_t*
   const size_t row_bytes = cs * (ep.out_kind == OutKind::kU8 ? 1 : 4);
   char* out = static_cast<char*>(c);
   const __m256i rows[8] = {c0, c1, c2, c3, c4, c5, c6, c7};
-  for (size_t r = 0; r < mr; ++r) avx2::store_row8(rows[r], ep, col, nr, out + r * row_bytes);
+  for (size_t r = 0; r < mr; ++r) store_row8(rows[r], ep, col, nr, out + r * row_bytes);
 }
 
 }  // namespace

@@ -1,0 +1,228 @@
+// pybind11 bindings of the int8 convolution (ops/qconv.h); registered from module.cc. Activations are
+// NHWC numpy arrays; the Python module does the NCHW / channels-last bookkeeping.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <array>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "bindings/quant_args.h"
+#include "bindings/validate.h"
+#include "ops/qconv.h"
+#include "pack/qdw_packed.h"
+#include "pack/qs8_packed.h"
+
+namespace py = pybind11;
+using namespace edgeopt;
+using namespace edgeopt::bind;
+
+namespace {
+
+using Pair = std::array<int64_t, 2>;
+
+template <class F>
+auto rethrow_as_value_error(F&& f) {
+  try {
+    return f();
+  } catch (const std::invalid_argument& e) {
+    throw py::value_error(e.what());
+  }
+}
+
+const uint8_t* packed_bytes(const py::array& packed) {
+  require_dtype<uint8_t>(packed, "packed weights");
+  if (packed.ndim() != 1) value_error("packed weights must be a 1-D uint8 buffer");
+  require_c_contiguous(packed, "packed weights");
+  return static_cast<const uint8_t*>(packed.data());
+}
+
+bool is_depthwise_pack(const py::array& packed) {
+  const PackHeader h = rethrow_as_value_error([&] { return read_pack_header(packed_bytes(packed), size_t(packed.size())); });
+  return h.format == kPackFormatQs8Dwconv16x2;
+}
+
+// A grouped conv's weights are `groups` s8 GEMM packs of equal size, back to back.
+std::vector<Qs8PackedView> group_views(const py::array& packed, int64_t groups) {
+  const uint8_t* buf = packed_bytes(packed);
+  if (groups < 1) value_error("groups must be >= 1");
+  const size_t total = size_t(packed.size());
+  if (total % size_t(groups) != 0) value_error("packed conv weights do not split into " + std::to_string(groups) + " groups");
+  const size_t each = total / size_t(groups);
+  std::vector<Qs8PackedView> views;
+  for (int64_t g = 0; g < groups; ++g)
+    views.push_back(rethrow_as_value_error([&] { return view_qs8_packed(buf + size_t(g) * each, each); }));
+  for (const auto& v : views)
+    if (v.n() != views[0].n() || v.k() != views[0].k()) value_error("conv weight groups differ in shape");
+  return views;
+}
+
+QdwPackedView dw_view(const py::array& packed) {
+  return rethrow_as_value_error([&] { return view_qdw_packed(packed_bytes(packed), size_t(packed.size())); });
+}
+
+// weight: (out_channels, K) int8 with K = kh*kw*cin_per_group in (ky, kx, c) order.
+py::array_t<uint8_t> qconv_pack(const py::array& w, const py::array& scale, const py::object& bias, int64_t groups) {
+  require_dtype<int8_t>(w, "weight");
+  require_dtype<float>(scale, "scale");
+  require_c_contiguous(w, "weight");
+  require_c_contiguous(scale, "scale");
+  if (w.ndim() != 2) value_error("conv weight must be given as 2-D (out_channels, kh*kw*in_channels/groups)");
+  const size_t n = size_t(w.shape(0)), k = size_t(w.shape(1));
+  if (groups < 1 || n % size_t(groups) != 0) value_error("out_channels must be a multiple of groups");
+  if (scale.ndim() != 1 || size_t(scale.shape(0)) != n) value_error("scale must have shape (out_channels,)");
+  py::array keep;
+  const float* bias_ptr = optional_bias(bias, n, keep);
+  if (n == 0 || k == 0) value_error("cannot pack an empty weight");
+  const size_t ng = n / size_t(groups), each = qs8_packed_size(ng, k);
+  py::array_t<uint8_t> out(each * size_t(groups));
+  const int8_t* wp = static_cast<const int8_t*>(w.data());
+  const float* sp = static_cast<const float*>(scale.data());
+  for (int64_t g = 0; g < groups; ++g) {
+    rethrow_as_value_error([&] {
+      pack_qs8_weights(wp + size_t(g) * ng * k, sp + size_t(g) * ng, bias_ptr ? bias_ptr + size_t(g) * ng : nullptr, ng,
+                       k, out.mutable_data() + size_t(g) * each, each);
+      return 0;
+    });
+  }
+  return out;
+}
+
+// weight: (channels, kh*kw) int8 in [-127, 127].
+py::array_t<uint8_t> qdw_pack(const py::array& w, const py::array& scale, const py::object& bias) {
+  require_dtype<int8_t>(w, "weight");
+  require_dtype<float>(scale, "scale");
+  require_c_contiguous(w, "weight");
+  require_c_contiguous(scale, "scale");
+  if (w.ndim() != 2) value_error("depthwise weight must be given as 2-D (channels, kh*kw)");
+  const size_t c = size_t(w.shape(0)), taps = size_t(w.shape(1));
+  if (scale.ndim() != 1 || size_t(scale.shape(0)) != c) value_error("scale must have shape (channels,)");
+  py::array keep;
+  const float* bias_ptr = optional_bias(bias, c, keep);
+  if (c == 0 || taps == 0) value_error("cannot pack an empty weight");
+  py::array_t<uint8_t> out(qdw_packed_size(c, taps));
+  rethrow_as_value_error([&] {
+    pack_qdw_weights(static_cast<const int8_t*>(w.data()), static_cast<const float*>(scale.data()), bias_ptr, c, taps,
+                     out.mutable_data(), size_t(out.size()));
+    return 0;
+  });
+  return out;
+}
+
+// Validates a conv pack (either layout) completely and returns (weight 2-D, scale, bias), as packed.
+py::tuple qconv_unpack(const py::array& packed, int64_t groups, bool validate) {
+  if (is_depthwise_pack(packed)) {
+    const QdwPackedView v = dw_view(packed);
+    if (validate) rethrow_as_value_error([&] { validate_qdw_contents(v); return 0; });
+    py::array_t<int8_t> w({v.channels(), v.taps()});
+    py::array_t<float> scale(v.channels()), bias(v.channels());
+    unpack_qdw_weights(v, w.mutable_data(), scale.mutable_data(), bias.mutable_data());
+    return py::make_tuple(w, scale, bias);
+  }
+  const std::vector<Qs8PackedView> views = group_views(packed, groups);
+  const size_t ng = views[0].n(), k = views[0].k();
+  py::array_t<int8_t> w({ng * views.size(), k});
+  py::array_t<float> scale(ng * views.size()), bias(ng * views.size());
+  for (size_t g = 0; g < views.size(); ++g) {
+    if (validate) rethrow_as_value_error([&] { validate_qs8_contents(views[g]); return 0; });
+    unpack_qs8_weights(views[g], w.mutable_data() + g * ng * k, scale.mutable_data() + g * ng,
+                       bias.mutable_data() + g * ng);
+  }
+  return py::make_tuple(w, scale, bias);
+}
+
+void require_nhwc(const py::array& a, const char* what) {
+  if (a.ndim() != 4) value_error(std::string(what) + " must be 4-D (N, H, W, C), got " + std::to_string(a.ndim()) + "-D");
+  require_c_contiguous(a, what);
+}
+
+py::tuple qconv2d_py(const py::array& x, const py::array& packed, py::array& out, Pair kernel, Pair stride,
+                     Pair padding, Pair dilation, int64_t groups, bool dynamic, float x_scale, int x_zero_point,
+                     float out_min, float out_max, float out_scale, int out_zero_point, int num_threads) {
+  require_nhwc(x, "input");
+  require_nhwc(out, "output");
+  for (int i = 0; i < 2; ++i) {
+    if (kernel[i] < 1 || stride[i] < 1 || dilation[i] < 1 || padding[i] < 0)
+      value_error("kernel, stride and dilation must be >= 1 and padding >= 0");
+  }
+  QConvCall call;
+  fill_quant_args(call, x, out, dynamic, x_scale, x_zero_point, out_min, out_max, out_scale, out_zero_point,
+                  num_threads);
+  ConvGeometry& g = call.g;
+  g.batch = size_t(x.shape(0));
+  g.in_h = size_t(x.shape(1));
+  g.in_w = size_t(x.shape(2));
+  g.in_c = size_t(x.shape(3));
+  g.out_c = size_t(out.shape(3));
+  g.kernel_h = size_t(kernel[0]);
+  g.kernel_w = size_t(kernel[1]);
+  g.stride_h = size_t(stride[0]);
+  g.stride_w = size_t(stride[1]);
+  g.pad_h = size_t(padding[0]);
+  g.pad_w = size_t(padding[1]);
+  g.dilation_h = size_t(dilation[0]);
+  g.dilation_w = size_t(dilation[1]);
+  g.groups = size_t(groups);
+  if (groups < 1 || g.in_c % g.groups != 0 || g.out_c % g.groups != 0)
+    value_error("in and out channels must be multiples of groups");
+  if (g.out_h() == 0 || g.out_w() == 0)
+    value_error("input " + std::to_string(g.in_h) + "x" + std::to_string(g.in_w) +
+                " is smaller than the (dilated) kernel even with padding");
+  if (size_t(out.shape(0)) != g.batch || size_t(out.shape(1)) != g.out_h() || size_t(out.shape(2)) != g.out_w())
+    value_error("output must have shape (" + std::to_string(g.batch) + ", " + std::to_string(g.out_h()) + ", " +
+                std::to_string(g.out_w()) + ", out_channels)");
+  const size_t taps = g.kernel_h * g.kernel_w;
+  U8QuantParams used;
+  if (is_depthwise_pack(packed)) {
+    const QdwPackedView w = dw_view(packed);
+    if (g.groups != g.in_c || g.out_c != g.in_c || w.channels() != g.in_c || w.taps() != taps)
+      value_error("depthwise weights are for " + std::to_string(w.channels()) + " channels x " +
+                  std::to_string(w.taps()) + " taps; the call has groups=" + std::to_string(g.groups) + ", " +
+                  std::to_string(g.in_c) + " -> " + std::to_string(g.out_c) + " channels, " + std::to_string(taps) +
+                  " taps");
+    py::gil_scoped_release release;
+    try {
+      used = qdwconv2d(w, call);
+    } catch (const std::domain_error& e) {
+      py::gil_scoped_acquire acquire;
+      throw py::value_error(e.what());
+    }
+  } else {
+    const std::vector<Qs8PackedView> views = group_views(packed, groups);
+    const size_t k = taps * (g.in_c / g.groups);
+    if (views[0].k() != k || views[0].n() * g.groups != g.out_c)
+      value_error("weights are for " + std::to_string(views[0].n() * g.groups) + " outputs x " +
+                  std::to_string(views[0].k()) + " inputs per group; the call needs " + std::to_string(g.out_c) +
+                  " x " + std::to_string(k));
+    py::gil_scoped_release release;
+    try {
+      used = qconv2d(views.data(), call);
+    } catch (const std::domain_error& e) {
+      py::gil_scoped_acquire acquire;
+      throw py::value_error(e.what());
+    }
+  }
+  return py::make_tuple(used.scale, used.zero_point);
+}
+
+}  // namespace
+
+void register_qconv(py::module_& m) {
+  m.attr("QDW_WEIGHT_MAX") = int(kQDwWeightMax);
+  m.def("qconv_pack", &qconv_pack, py::arg("weight"), py::arg("scale"), py::arg("bias") = py::none(),
+        py::arg("groups") = 1,
+        "Pack conv weights given as (out_channels, kh*kw*in_channels/groups) int8 in [-63, 63], (ky, kx, c) order.");
+  m.def("qdw_pack", &qdw_pack, py::arg("weight"), py::arg("scale"), py::arg("bias") = py::none(),
+        "Pack depthwise weights given as (channels, kh*kw) int8 in [-127, 127].");
+  m.def("qconv_unpack", &qconv_unpack, py::arg("packed"), py::arg("groups") = 1, py::arg("validate") = true,
+        "Inverse of qconv_pack / qdw_pack: (weight 2-D, scale, bias); validate=True checks every packed value.");
+  m.def("qconv2d", &qconv2d_py, py::arg("x"), py::arg("packed"), py::arg("out"), py::arg("kernel"),
+        py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("dynamic"),
+        py::arg("x_scale") = 1.0f, py::arg("x_zero_point") = 0, py::arg("out_min") = -INFINITY,
+        py::arg("out_max") = INFINITY, py::arg("out_scale") = 1.0f, py::arg("out_zero_point") = 0,
+        py::arg("num_threads") = 1,
+        "NHWC int8 convolution: x (N, H, W, C) float32 or uint8, out (N, OH, OW, OC) float32, uint8 or int32 "
+        "(int32 = exact integer result). Returns the input (scale, zero_point) used.");
+}

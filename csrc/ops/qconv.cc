@@ -1,0 +1,140 @@
+#include "ops/qconv.h"
+
+#include <cstring>
+#include <vector>
+
+namespace edgeopt {
+namespace {
+
+// The depthwise kernel does ~1/4 the work per byte of the GEMM, so a thread pays off at fewer MACs.
+constexpr double kDwMinMacsPerThread = 0.5e6;
+
+using Index = std::ptrdiff_t;
+
+// The input as u8 NHWC: the caller's bytes, or the float input quantized into the caller's scratch.
+const uint8_t* input_u8(const QConvCall& call, int threads, U8QuantParams* xp) {
+  if (call.x_u8 != nullptr) return call.x_u8;
+  const ConvGeometry& g = call.g;
+  // One image row (in_w * in_c contiguous values) per quantizer row: long rows even when in_c is 1.
+  const size_t m = g.batch * g.in_h, k = g.in_w * g.in_c;
+  uint8_t* buf = thread_scratch(ScratchSlot::kInput, m * k);
+  *xp = quantize_activations(call.x_f32, m, k, k, call.dynamic, *xp, buf, k, threads);
+  return buf;
+}
+
+// One im2col row: the kernel_h x kernel_w x cin_per_group input values output pixel `pixel` of group
+// `group` reads, in (ky, kx, c) order; taps in the padding get the zero point; k..k_padded get 0.
+void gather_row(const ConvGeometry& g, const uint8_t* x, size_t pixel, size_t group, uint8_t zero_point,
+                size_t k_padded, uint8_t* dst) {
+  const size_t oh = g.out_h(), ow = g.out_w(), cg = g.in_c / g.groups;
+  const size_t n = pixel / (oh * ow), rem = pixel % (oh * ow), oy = rem / ow, ox = rem % ow;
+  const Index h = Index(g.in_h), w = Index(g.in_w), kw = Index(g.kernel_w);
+  const Index ix0 = Index(ox * g.stride_w) - Index(g.pad_w);
+  const bool row_contiguous = g.groups == 1 && g.dilation_w == 1 && ix0 >= 0 && ix0 + kw <= w;
+  uint8_t* const start = dst;
+  for (size_t ky = 0; ky < g.kernel_h; ++ky) {
+    const Index iy = Index(oy * g.stride_h + ky * g.dilation_h) - Index(g.pad_h);
+    if (iy < 0 || iy >= h) {
+      std::memset(dst, zero_point, g.kernel_w * cg);
+      dst += g.kernel_w * cg;
+      continue;
+    }
+    const uint8_t* src_row = x + ((n * g.in_h + size_t(iy)) * g.in_w) * g.in_c + group * cg;
+    if (row_contiguous) {  // the common case: kernel_w whole pixels side by side
+      std::memcpy(dst, src_row + size_t(ix0) * g.in_c, g.kernel_w * cg);
+      dst += g.kernel_w * cg;
+      continue;
+    }
+    for (Index kx = 0; kx < kw; ++kx) {
+      const Index ix = ix0 + kx * Index(g.dilation_w);
+      if (ix < 0 || ix >= w) {
+        std::memset(dst, zero_point, cg);
+      } else {
+        std::memcpy(dst, src_row + size_t(ix) * g.in_c, cg);
+      }
+      dst += cg;
+    }
+  }
+  std::memset(dst, 0, k_padded - size_t(dst - start));
+}
+
+}  // namespace
+
+size_t ConvGeometry::out_h() const {
+  const size_t span = dilation_h * (kernel_h - 1) + 1;
+  return in_h + 2 * pad_h < span ? 0 : (in_h + 2 * pad_h - span) / stride_h + 1;
+}
+
+size_t ConvGeometry::out_w() const {
+  const size_t span = dilation_w * (kernel_w - 1) + 1;
+  return in_w + 2 * pad_w < span ? 0 : (in_w + 2 * pad_w - span) / stride_w + 1;
+}
+
+U8QuantParams qconv2d(const Qs8PackedView* group_weights, const QConvCall& call) {
+  const QGemmKernels& kern = qgemm_kernels();
+  const ConvGeometry& g = call.g;
+  const size_t m = g.batch * g.out_h() * g.out_w();
+  const size_t cg = g.in_c / g.groups, ng = g.out_c / g.groups, k = g.kernel_h * g.kernel_w * cg;
+  const int threads = threads_for_macs(double(m) * double(g.out_c) * double(k), call.num_threads);
+  U8QuantParams xp = call.x_params;
+  if (m == 0) return xp;
+  const uint8_t* x = input_u8(call, threads, &xp);
+  const bool in_place = g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_h == 0 &&
+                        g.pad_w == 0 && g.groups == 1 && g.in_c % kQGemmKr == 0;
+  const size_t out_elem = call.out_kind == OutKind::kU8 ? 1 : 4;
+  for (size_t group = 0; group < g.groups; ++group) {
+    const Qs8PackedView& w = group_weights[group];
+    const size_t kp = w.k_padded();
+    const QGemmEpilogue ep =
+        make_qgemm_epilogue(w.colsum, w.scale, w.bias, xp, call.out_min, call.out_max, call.out_kind, call.out_params);
+    auto rows = [&](size_t row0, size_t row1) {
+      if (in_place) return ARows{x + row0 * g.in_c, g.in_c};
+      uint8_t* tile = thread_scratch(ScratchSlot::kTile, (row1 - row0) * kp);
+      for (size_t r = row0; r < row1; ++r) gather_row(g, x, r, group, uint8_t(xp.zero_point), kp, tile + (r - row0) * kp);
+      return ARows{tile, kp};
+    };
+    qgemm_tiled(kern, m, w, ep, rows, static_cast<char*>(call.out) + group * ng * out_elem, g.out_c, threads);
+  }
+  return xp;
+}
+
+U8QuantParams qdwconv2d(const QdwPackedView& w, const QConvCall& call) {
+  const QGemmKernels& kern = qgemm_kernels();
+  const ConvGeometry& g = call.g;
+  const size_t oh = g.out_h(), ow = g.out_w(), c = g.in_c, taps = g.kernel_h * g.kernel_w;
+  const size_t tp = w.taps_padded();
+  const size_t out_rows = g.batch * oh;
+  const int threads =
+      threads_for_macs(double(out_rows * ow) * double(c) * double(taps), call.num_threads, kDwMinMacsPerThread);
+  U8QuantParams xp = call.x_params;
+  if (out_rows * ow == 0) return xp;
+  const uint8_t* x = input_u8(call, threads, &xp);
+  const std::vector<uint8_t> zero_row(c, uint8_t(xp.zero_point));
+  const QGemmEpilogue ep =
+      make_qgemm_epilogue(w.wsum, w.scale, w.bias, xp, call.out_min, call.out_max, call.out_kind, call.out_params);
+  const size_t out_elem = call.out_kind == OutKind::kU8 ? 1 : 4;
+  const size_t tasks = std::min(out_rows, size_t(threads) * 8);
+  parallel_for(tasks, threads, [&](size_t t) {
+    const size_t r0 = out_rows * t / tasks, r1 = out_rows * (t + 1) / tasks;
+    auto** ptrs = reinterpret_cast<const uint8_t**>(thread_scratch(ScratchSlot::kTile, ow * tp * sizeof(uint8_t*)));
+    for (size_t r = r0; r < r1; ++r) {
+      const size_t n = r / oh, oy = r % oh;
+      const uint8_t** p = ptrs;
+      for (size_t ox = 0; ox < ow; ++ox) {
+        for (size_t ky = 0; ky < g.kernel_h; ++ky) {
+          const Index iy = Index(oy * g.stride_h + ky * g.dilation_h) - Index(g.pad_h);
+          for (size_t kx = 0; kx < g.kernel_w; ++kx) {
+            const Index ix = Index(ox * g.stride_w + kx * g.dilation_w) - Index(g.pad_w);
+            const bool inside = iy >= 0 && iy < Index(g.in_h) && ix >= 0 && ix < Index(g.in_w);
+            *p++ = inside ? x + ((n * g.in_h + size_t(iy)) * g.in_w + size_t(ix)) * c : zero_row.data();
+          }
+        }
+        for (size_t t2 = taps; t2 < tp; ++t2) *p++ = zero_row.data();  // the pad tap has zero weights
+      }
+      kern.dwconv(ow, c, tp, ptrs, w.blocks, ep, static_cast<char*>(call.out) + r * ow * c * out_elem, c);
+    }
+  });
+  return xp;
+}
+
+}  // namespace edgeopt

@@ -1,0 +1,98 @@
+// What the int8 layers (qlinear, qconv) share: activation quantization, the epilogue set-up, and the
+// tiled, threaded GEMM over 16c4-packed weights. Each layer only says where its activation rows come from.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "config/dispatch.h"
+#include "ops/parallel.h"
+#include "pack/qs8_packed.h"
+#include "ukernels/qgemm.h"
+
+namespace edgeopt {
+
+struct U8QuantParams {
+  float scale;
+  int32_t zero_point;
+};
+
+// Affine u8 parameters covering [min(lo, 0), max(hi, 0)] (0 stays exactly representable).
+U8QuantParams choose_u8_params(float lo, float hi);
+
+// Quantizes m rows of k floats into u8 rows (out_stride bytes apart). dynamic: parameters from this
+// input's min/max, else `params`. Returns the parameters used; throws std::domain_error on NaN/Inf.
+U8QuantParams quantize_activations(const float* x, size_t m, size_t k, size_t x_stride, bool dynamic,
+                                   U8QuantParams params, uint8_t* out, size_t out_stride, int threads);
+
+// Threads worth waking for a call of `macs` multiply-adds (at most `requested`, at least 1). The default
+// is ~20-40 us of int8 GEMM per thread: small layers (a 16-token transformer projection is ~0.6M) run on
+// the calling thread alone; besides the wake-up cost this avoids waiting on a helper thread that another
+// process (or torch's spinning OpenMP threads) has pushed off its core, which on a busy 2-core machine
+// cost such layers 10-100x.
+int threads_for_macs(double macs, int requested, double min_macs_per_thread = 2.0e6);
+
+// Per-thread scratch that grows and is never shrunk; `slot` keeps independent users apart (a caller's
+// quantized input must survive while its tasks fill their own tile buffers on the same thread).
+enum class ScratchSlot { kInput = 0, kTile = 1 };
+uint8_t* thread_scratch(ScratchSlot slot, size_t bytes);
+
+QGemmEpilogue make_qgemm_epilogue(const int32_t* w_colsum, const float* w_scale, const float* bias, U8QuantParams x,
+                                  float out_min, float out_max, OutKind out_kind, U8QuantParams out_params);
+
+// Activation rows handed to the micro-kernels: rows i.. of the current tile, `stride` bytes apart, each
+// with k_padded readable bytes.
+struct ARows {
+  const uint8_t* a;
+  size_t stride;
+};
+
+// The input of an int8 GEMM layer as u8 rows of kp (k rounded up to 4) readable bytes: u8 input rows
+// as they are when k is a multiple of 4, else copied (u8) or quantized (f32) into kInput scratch.
+// `params` in: the static / u8 parameters; out: the parameters used. Throws like quantize_activations.
+ARows prepare_u8_input(const float* x_f32, const uint8_t* x_u8, size_t m, size_t k, size_t kp, size_t x_stride,
+                       bool dynamic, U8QuantParams* params, int threads);
+
+// Rows per tile: as many as keep their activations in L2 while weight blocks stream past them.
+size_t qgemm_rows_per_tile(size_t k_padded);
+
+// C (m x n, out_stride elements per row) = epilogue(A * W). rows(row0, row1) returns the activation rows
+// of one tile [row0, row1); it runs on the thread that computes the tile and may fill a tile buffer.
+template <class RowsFn>
+void qgemm_tiled(const QGemmKernels& kern, size_t m, const Qs8PackedView& w, const QGemmEpilogue& ep, RowsFn&& rows,
+                 void* out, size_t out_stride, int threads) {
+  const size_t n = w.n(), kp = w.k_padded();
+  const size_t out_elem = ep.out_kind == OutKind::kU8 ? 1 : 4;
+  const size_t n_blocks = (n + kQGemmNr - 1) / kQGemmNr;
+  const size_t mr_main = std::min<size_t>(m, kQGemmMr);
+  const QGemmUkernelFn main_kernel = kern.gemm_by_rows[mr_main];
+  const size_t mc = qgemm_rows_per_tile(kp);
+  const size_t m_chunks = (m + mc - 1) / mc;
+  // Enough tasks that a thread stalled by another process leaves little work stranded (the other
+  // threads take it), few enough that claiming them costs nothing.
+  const size_t target_tasks = size_t(threads) * 8;
+  const size_t n_groups = std::min(n_blocks, std::max<size_t>(1, (target_tasks + m_chunks - 1) / m_chunks));
+  const size_t blocks_per_group = (n_blocks + n_groups - 1) / n_groups;
+  const size_t tasks = m_chunks * ((n_blocks + blocks_per_group - 1) / blocks_per_group);
+  char* c = static_cast<char*>(out);
+  parallel_for(tasks, threads, [&](size_t t) {
+    const size_t mi = t % m_chunks, gi = t / m_chunks;
+    const size_t row0 = mi * mc, row1 = std::min(m, row0 + mc);
+    const size_t b0 = gi * blocks_per_group, b1 = std::min(n_blocks, b0 + blocks_per_group);
+    const ARows a = rows(row0, row1);
+    for (size_t b = b0; b < b1; ++b) {
+      const size_t col = b * kQGemmNr, nr = std::min<size_t>(kQGemmNr, n - col);
+      const int8_t* wb = w.blocks + b * w.block_bytes();
+      for (size_t i = row0; i < row1; i += kQGemmMr) {
+        const size_t mr = std::min<size_t>(kQGemmMr, row1 - i);
+        const QGemmUkernelFn uk = mr == mr_main ? main_kernel : kern.gemm_by_rows[mr];
+        uk(mr, nr, kp, a.a + (i - row0) * a.stride, a.stride, wb, ep, col, c + (i * out_stride + col) * out_elem,
+           out_stride);
+      }
+    }
+  });
+}
+
+}  // namespace edgeopt
