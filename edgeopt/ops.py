@@ -160,3 +160,21 @@ def sparse_quant_linear(x: torch.Tensor, packed_weight: torch.Tensor, out_featur
 def _(x, packed_weight, out_features, dynamic, x_scale, x_zero_point, out_min, out_max):
     torch._check(x.dim() == 2, lambda: "edgeopt::sparse_quant_linear expects a 2-D input")
     return x.new_empty((x.shape[0], out_features), dtype=torch.float32)
+
+
+@torch.library.custom_op("edgeopt::sparse_conv2d", mutates_args=())
+def sparse_conv2d(x: torch.Tensor, packed_weight: torch.Tensor, out_channels: int, kernel: list[int],
+                  stride: list[int], padding: list[int], dilation: list[int], dynamic: bool, x_scale: float,
+                  x_zero_point: int, out_min: float, out_max: float) -> torch.Tensor:
+    """NHWC (N, H, W, C) float32 -> NHWC float32: block-sparse conv (groups 1), fp32 or int8 packed weights."""
+    out = torch.empty(conv_output_shape(x.shape, out_channels, kernel, stride, padding, dilation), dtype=torch.float32)
+    _C.sp_conv2d(x.detach().numpy(), packed_weight.numpy(), out.numpy(), kernel, stride, padding, dilation, dynamic,
+                 x_scale, x_zero_point, out_min, out_max, 1.0, 0, get_num_threads())
+    return out
+
+
+@sparse_conv2d.register_fake
+def _(x, packed_weight, out_channels, kernel, stride, padding, dilation, dynamic, x_scale, x_zero_point, out_min,
+      out_max):
+    torch._check(x.dim() == 4, lambda: "edgeopt::sparse_conv2d expects an NHWC 4-D input")
+    return x.new_empty(conv_output_shape(x.shape, out_channels, kernel, stride, padding, dilation), dtype=torch.float32)

@@ -3,6 +3,9 @@
 // the GIL is released around the kernels.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <array>
 
 #include <cmath>
 #include <stdexcept>
@@ -10,6 +13,7 @@
 
 #include "bindings/quant_args.h"
 #include "bindings/validate.h"
+#include "ops/sparse_conv.h"
 #include "ops/sparse_linear.h"
 #include "pack/sparse_packed.h"
 
@@ -137,6 +141,69 @@ py::tuple sp_qlinear_py(const py::array& x, const py::array& packed, py::array& 
   return py::make_tuple(used.scale, used.zero_point);
 }
 
+using Pair = std::array<int64_t, 2>;
+
+py::tuple sp_conv2d_py(const py::array& x, const py::array& packed, py::array& out, Pair kernel, Pair stride,
+                       Pair padding, Pair dilation, bool dynamic, float x_scale, int x_zero_point, float out_min,
+                       float out_max, float out_scale, int out_zero_point, int num_threads) {
+  const SparsePackedView w = sparse_view(packed);
+  for (const py::array* a : {&x, static_cast<const py::array*>(&out)}) {
+    if (a->ndim() != 4) value_error("input and output must be 4-D NHWC arrays (N, H, W, C)");
+    require_c_contiguous(*a, a == &x ? "input" : "output");
+  }
+  for (int i = 0; i < 2; ++i)
+    if (kernel[i] < 1 || stride[i] < 1 || dilation[i] < 1 || padding[i] < 0)
+      value_error("kernel, stride and dilation must be >= 1 and padding >= 0");
+  SparseConvCall call;
+  if (w.is_int8) {
+    fill_quant_args(call, x, out, dynamic, x_scale, x_zero_point, out_min, out_max, out_scale, out_zero_point,
+                    num_threads);
+  } else {
+    if (!has_dtype<float>(x)) type_error("input must be float32 for fp32 sparse weights, got " + dtype_name(x));
+    if (!has_dtype<float>(out)) type_error("output must be float32 for fp32 sparse weights, got " + dtype_name(out));
+    if (!out.writeable()) value_error("output array is read-only");
+    if (!(out_min <= out_max)) value_error("clamp bounds must satisfy min <= max (and not be NaN)");
+    call.x_f32 = static_cast<const float*>(x.data());
+    call.out = out.mutable_data();
+    call.out_min = out_min;
+    call.out_max = out_max;
+    call.num_threads = num_threads;
+  }
+  ConvGeometry& g = call.g;
+  g.batch = size_t(x.shape(0));
+  g.in_h = size_t(x.shape(1));
+  g.in_w = size_t(x.shape(2));
+  g.in_c = size_t(x.shape(3));
+  g.out_c = size_t(out.shape(3));
+  g.kernel_h = size_t(kernel[0]);
+  g.kernel_w = size_t(kernel[1]);
+  g.stride_h = size_t(stride[0]);
+  g.stride_w = size_t(stride[1]);
+  g.pad_h = size_t(padding[0]);
+  g.pad_w = size_t(padding[1]);
+  g.dilation_h = size_t(dilation[0]);
+  g.dilation_w = size_t(dilation[1]);
+  if (g.out_h() == 0 || g.out_w() == 0) value_error("input is smaller than the (dilated) kernel even with padding");
+  if (size_t(out.shape(0)) != g.batch || size_t(out.shape(1)) != g.out_h() || size_t(out.shape(2)) != g.out_w())
+    value_error("output must have shape (" + std::to_string(g.batch) + ", " + std::to_string(g.out_h()) + ", " +
+                std::to_string(g.out_w()) + ", out_channels)");
+  if (w.k() != g.kernel_h * g.kernel_w * g.in_c || w.n() != g.out_c)
+    value_error("weights are " + std::to_string(w.n()) + " x " + std::to_string(w.k()) + "; the call needs " +
+                std::to_string(g.out_c) + " x " + std::to_string(g.kernel_h * g.kernel_w * g.in_c) +
+                " (out_channels x kh*kw*in_channels)");
+  U8QuantParams used;
+  {
+    py::gil_scoped_release release;
+    try {
+      used = sparse_conv2d(w, call);
+    } catch (const std::domain_error& e) {
+      py::gil_scoped_acquire acquire;
+      throw py::value_error(e.what());
+    }
+  }
+  return py::make_tuple(used.scale, used.zero_point);
+}
+
 }  // namespace
 
 void register_sparse(py::module_& m) {
@@ -154,5 +221,13 @@ void register_sparse(py::module_& m) {
         py::arg("out_max") = INFINITY, py::arg("out_scale") = 1.0f, py::arg("out_zero_point") = 0,
         py::arg("num_threads") = 1,
         "qlinear with int8 block-sparse W: out = epilogue(quant_u8(x) @ W^T); out float32, uint8 or int32 (exact). "
+        "Returns the input (scale, zero_point) used.");
+  m.def("sp_conv2d", &sp_conv2d_py, py::arg("x"), py::arg("packed"), py::arg("out"), py::arg("kernel"),
+        py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("dynamic") = false,
+        py::arg("x_scale") = 1.0f, py::arg("x_zero_point") = 0, py::arg("out_min") = -INFINITY,
+        py::arg("out_max") = INFINITY, py::arg("out_scale") = 1.0f, py::arg("out_zero_point") = 0,
+        py::arg("num_threads") = 1,
+        "NHWC block-sparse convolution (groups 1): weights sp_pack'ed as (out_channels, kh*kw*in_channels) in "
+        "(ky, kx, c) order; fp32 (x, out float32) or int8 (x float32 or uint8; out float32, uint8 or int32). "
         "Returns the input (scale, zero_point) used.");
 }

@@ -15,20 +15,6 @@ constexpr double kMinMacsPerTask = 1 << 16;
 
 size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
 
-// Index into a kernel row table for a tile of mr rows: the largest tile <= mr.
-template <class Fn>
-Fn pick(const Fn* table, size_t mr, size_t* tile) {
-  for (int i = 3; i >= 0; --i) {
-    const size_t t = size_t(1) << i;
-    if (table[i] != nullptr && t <= mr) {
-      *tile = t;
-      return table[i];
-    }
-  }
-  *tile = 1;
-  return table[0];
-}
-
 struct Plan {
   int threads;
   size_t mc, m_chunks, rows_per_task, tasks;
@@ -68,7 +54,7 @@ void sparse_float_linear(const SparsePackedView& w, const FloatLinearCall& call)
       const size_t b0 = w.row_ptr[g], nnz = w.row_ptr[g + 1] - b0;
       for (size_t i = row0; i < row1;) {
         size_t tile;
-        const F32SpGemmUkernelFn uk = pick(table, row1 - i, &tile);
+        const F32SpGemmUkernelFn uk = sparse_tile_kernel(table, row1 - i, &tile);
         uk(tile, nr, nnz, w.kidx + b0, values + b0 * nb, call.x + i * call.x_stride, call.x_stride, w.bias + col,
            call.out_min, call.out_max, call.out + i * call.out_stride + col, call.out_stride);
         i += tile;
@@ -101,7 +87,7 @@ U8QuantParams sparse_qlinear(const SparsePackedView& w, const QLinearCall& call)
       const size_t b0 = w.row_ptr[g], nnz = w.row_ptr[g + 1] - b0;
       for (size_t i = row0; i < row1;) {
         size_t tile;
-        const QSpGemmUkernelFn uk = pick(table, row1 - i, &tile);
+        const QSpGemmUkernelFn uk = sparse_tile_kernel(table, row1 - i, &tile);
         uk(tile, nr, nnz, w.kidx + b0, values + b0 * block_bytes, rows.a + i * rows.stride, rows.stride, ep, col,
            out + (i * call.out_stride + col) * out_elem, call.out_stride);
         i += tile;

@@ -9,6 +9,20 @@
 
 namespace edgeopt {
 
+// The tile kernel for up to `rows` rows from a SparseGemmKernels row table ([0] 1, [1] 2, [2] 4, [3] 8
+// rows; nullptr = none): the largest tile <= rows; *tile receives its row count.
+template <class Fn>
+Fn sparse_tile_kernel(const Fn* table, size_t rows, size_t* tile) {
+  for (int i = 3; i >= 0; --i) {
+    if (table[i] != nullptr && (size_t(1) << i) <= rows) {
+      *tile = size_t(1) << i;
+      return table[i];
+    }
+  }
+  *tile = 1;
+  return table[0];
+}
+
 void sparse_float_linear(const SparsePackedView& w, const FloatLinearCall& call);
 U8QuantParams sparse_qlinear(const SparsePackedView& w, const QLinearCall& call);
 

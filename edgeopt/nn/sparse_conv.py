@@ -1,0 +1,190 @@
+"""SparseConv2d: a drop-in nn.Conv2d (groups=1) on the edgeopt block-sparse kernels, fp32 or int8 weights.
+
+The filter is the (out_channels x kh*kw*in_channels) GEMM matrix in NHWC (ky, kx, c) order -- the order
+edgeopt.prune's block masks use for convs -- packed block-sparse. Pixels whose taps are all inside the
+input are computed in place (implicit GEMM); only border pixels are gathered. 1x1 convs are the
+SparseLinear GEMM over NHWC pixels with no copy at all.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+from torch._prims_common import suggest_memory_format
+
+from edgeopt import ops
+from edgeopt._native import _C
+from edgeopt.nn._qparams import activation_bounds, quantize_weight_per_channel, u8_params
+from edgeopt.nn.quant_conv import QuantConv2d, _pair
+from edgeopt.nn.quant_linear import MODES, observe_min_max
+from edgeopt.nn.sparse_linear import BLOCK_COLS, DTYPES
+from edgeopt.threads import get_num_threads
+
+
+class SparseConv2d(nn.Module):
+    """Block-sparse 2-D convolution (groups=1, zero padding). Input float32 NCHW or channels_last; the
+    output has the memory format torch's conv would give. dtype="int8": per-channel [-63, 63] weights,
+    affine uint8 activations, dynamic (per call) or static (calibrated). Inference only."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 bias: bool = True, dtype: str = "fp32", mode: str = "dynamic",
+                 activation: str | tuple[float, float] | None = None, block_cols: int = 16):
+        super().__init__()
+        if dtype not in DTYPES:
+            raise ValueError(f"edgeopt SparseConv2d: dtype must be one of {DTYPES}, got {dtype!r}")
+        if mode not in MODES:
+            raise ValueError(f"edgeopt SparseConv2d: mode must be one of {MODES}, got {mode!r}")
+        if block_cols not in BLOCK_COLS:
+            raise ValueError(f"edgeopt SparseConv2d: block_cols must be one of {BLOCK_COLS}, got {block_cols!r}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride, "stride")
+        self.padding = _pair(padding, "padding")
+        self.dilation = _pair(dilation, "dilation")
+        if min(self.kernel_size + self.stride + self.dilation) < 1 or min(self.padding) < 0:
+            raise ValueError("edgeopt SparseConv2d: kernel_size, stride, dilation must be >= 1 and padding >= 0")
+        self.has_bias = bias
+        self.dtype = dtype
+        self.mode = mode
+        self.activation = activation
+        self.block_cols = block_cols
+        self.out_min, self.out_max = activation_bounds(activation)
+        self.register_buffer("packed_weight", torch.empty(0, dtype=torch.uint8))
+        self.register_buffer("input_scale", torch.tensor(1.0))
+        self.register_buffer("input_zero_point", torch.tensor(0, dtype=torch.int32))
+        self._input_params = (1.0, 0)
+
+    @classmethod
+    def from_float(cls, conv: nn.Conv2d, mask: torch.Tensor | None = None, dtype: str = "fp32",
+                   block_cols: int = 16, mode: str = "dynamic",
+                   calibration_data: Iterable[torch.Tensor] | None = None,
+                   input_range: tuple[float, float] | None = None,
+                   activation: str | tuple[float, float] | None = None) -> "SparseConv2d":
+        """Pack a (pruned) nn.Conv2d; `mask` (the weight's shape) zeroes weights first."""
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"edgeopt SparseConv2d.from_float expects nn.Conv2d, got {type(conv).__name__}")
+        if conv.groups != 1:
+            raise ValueError("edgeopt SparseConv2d supports groups=1 only (grouped / depthwise convs stay dense)")
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"edgeopt SparseConv2d supports padding_mode='zeros' only, got {conv.padding_mode!r}")
+        padding = QuantConv2d._explicit_padding(conv) if isinstance(conv.padding, str) else conv.padding
+        module = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, padding, conv.dilation,
+                     conv.bias is not None, dtype, mode, activation, block_cols)
+        module.pack_weight(conv.weight, conv.bias, mask)
+        if dtype == "int8" and mode == "static":
+            if input_range is None:
+                if calibration_data is None:
+                    raise ValueError("edgeopt SparseConv2d: static mode needs calibration_data or input_range")
+                input_range = observe_min_max(calibration_data)
+            module.set_input_range(*input_range)
+        return module
+
+    def pack_weight(self, weight: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor | None = None) -> None:
+        expected = (self.out_channels, self.in_channels, *self.kernel_size)
+        if tuple(weight.shape) != expected:
+            raise ValueError(f"edgeopt SparseConv2d: weight has shape {tuple(weight.shape)}, expected {expected}")
+        w = weight.detach().to(torch.float32)
+        if mask is not None:
+            if tuple(mask.shape) != expected:
+                raise ValueError(f"edgeopt SparseConv2d: mask shape {tuple(mask.shape)} != weight shape {expected}")
+            w = w * mask.to(torch.bool)
+        w = w.permute(0, 2, 3, 1).reshape(self.out_channels, -1).contiguous()  # (ky, kx, c): NHWC im2col order
+        b = None if bias is None else bias.detach().to(torch.float32).contiguous().numpy()
+        if self.dtype == "fp32":
+            if not torch.isfinite(w).all():
+                raise ValueError("edgeopt SparseConv2d: the weight contains NaN or Inf")
+            packed = _C.sp_pack(w.numpy(), None, b, self.block_cols)
+        else:
+            q, scale = quantize_weight_per_channel(w)
+            packed = _C.sp_pack(q.numpy(), scale.numpy(), b, self.block_cols)
+        self.packed_weight = torch.from_numpy(packed)
+
+    def set_input_range(self, lo: float, hi: float) -> None:
+        scale, zero_point = u8_params(lo, hi)
+        self.input_scale.fill_(scale)
+        self.input_zero_point.fill_(zero_point)
+        self._input_params = (scale, zero_point)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed_weight.numel() == 0:
+            raise RuntimeError("edgeopt SparseConv2d has no weights yet: build it with SparseConv2d.from_float(...) "
+                               "or load a state_dict")
+        if x.device.type != "cpu":
+            raise ValueError(f"edgeopt SparseConv2d runs on the CPU; got a tensor on {x.device}")
+        if x.dtype != torch.float32:
+            raise TypeError(f"edgeopt SparseConv2d expects float32 input, got {x.dtype}")
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"edgeopt SparseConv2d expects input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        channels_last = suggest_memory_format(x) == torch.channels_last
+        x_nhwc = x.permute(0, 2, 3, 1).contiguous()  # a view when x is channels_last
+        scale, zero_point = self._input_params
+        dynamic = self.mode == "dynamic"
+        args = (list(self.kernel_size), list(self.stride), list(self.padding), list(self.dilation))
+        if torch.compiler.is_compiling():
+            y = ops.sparse_conv2d(x_nhwc, self.packed_weight, self.out_channels, *args, dynamic, scale, zero_point,
+                                  self.out_min, self.out_max)
+        else:
+            shape = ops.conv_output_shape(x_nhwc.shape, self.out_channels, *args)
+            if shape[1] < 1 or shape[2] < 1:
+                raise ValueError(f"edgeopt SparseConv2d: input {tuple(x.shape[2:])} is smaller than the kernel "
+                                 f"{self.kernel_size} (dilation {self.dilation}, padding {self.padding})")
+            y = torch.empty(shape, dtype=torch.float32)
+            _C.sp_conv2d(x_nhwc.detach().numpy(), self.packed_weight.numpy(), y.numpy(), *args, dynamic, scale,
+                         zero_point, self.out_min, self.out_max, 1.0, 0, get_num_threads())
+        y = y.permute(0, 3, 1, 2)  # NHWC bytes seen as NCHW with channels_last strides
+        return y if channels_last else y.contiguous()
+
+    def packed_info(self) -> dict:
+        return _C.sp_packed_info(self.packed_weight.numpy())
+
+    @property
+    def density(self) -> float:
+        return float(self.packed_info()["density"])
+
+    def dense_weight(self) -> torch.Tensor:
+        """The float filter the kernel effectively uses, torch layout (out, in, kh, kw)."""
+        w, scale, _ = _C.sp_unpack(self.packed_weight.numpy())
+        w = torch.from_numpy(w).float()
+        if scale is not None:
+            w = w * torch.from_numpy(scale)[:, None]
+        kh, kw = self.kernel_size
+        return w.reshape(self.out_channels, kh, kw, self.in_channels).permute(0, 3, 1, 2).contiguous()
+
+    def get_extra_state(self) -> dict:
+        return {"dtype": self.dtype, "mode": self.mode, "activation": self.activation, "block_cols": self.block_cols}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.dtype = state["dtype"]
+        self.mode = state["mode"]
+        self.activation = state["activation"]
+        self.block_cols = state["block_cols"]
+        self.out_min, self.out_max = activation_bounds(self.activation)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        incoming = state_dict.get(prefix + "packed_weight")
+        if incoming is not None:
+            info = _C.sp_packed_info(incoming.contiguous().numpy())  # raises on a bad header or contents
+            kh, kw = self.kernel_size
+            expected = (self.out_channels, kh * kw * self.in_channels)
+            if (info["out_features"], info["in_features"]) != expected:
+                raise ValueError(f"edgeopt SparseConv2d: packed filter is {info['out_features']}x"
+                                 f"{info['in_features']}, this module needs {expected[0]}x{expected[1]}")
+            extra = state_dict.get(prefix + "_extra_state")
+            dtype = extra["dtype"] if isinstance(extra, dict) else self.dtype
+            if info["weight_dtype"] != dtype:
+                raise ValueError(f"edgeopt SparseConv2d: packed weight is {info['weight_dtype']}, the state says {dtype}")
+            self.packed_weight = torch.empty_like(incoming)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._input_params = (float(self.input_scale), int(self.input_zero_point))
+
+    def extra_repr(self) -> str:
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+             f"padding={self.padding}, dilation={self.dilation}, bias={self.has_bias}, dtype={self.dtype}")
+        if self.dtype == "int8":
+            s += f", mode={self.mode}"
+        if self.packed_weight.numel():
+            s += f", density={self.density:.3f}"
+        if self.activation not in (None, "none"):
+            s += f", activation={self.activation}"
+        return s
