@@ -245,7 +245,8 @@ class Pruner:
         return PruneReport(self.target, zeros / total, self.block, self.scope, layers)
 
     def convert(self, dtype: str = "fp32", example_input: torch.Tensor | None = None, **kwargs):
-        """Swap the pruned layers for sparse edgeopt modules where measured faster; see edgeopt.sparsify."""
+        """Bake the masks in and swap the pruned layers for sparse edgeopt modules where measured faster:
+        edgeopt.sparsify(model, dtype, example_input, layers=<the pruned layers>, **kwargs) -> (model, report)."""
         self.remove()
         from edgeopt.sparsify import sparsify
 
@@ -271,3 +272,110 @@ class _CallableModule(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _CallableModule
+
+
+# ---- structured channel pruning: a physically smaller dense model ----
+
+# Ops a channel travels through unchanged (per-channel or channel-preserving): removing a channel at the
+# producer removes the same channel here.
+_CHANNEL_PRESERVING_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.Tanh,
+                               nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Dropout,
+                               nn.Dropout2d, nn.Identity, nn.BatchNorm2d)
+_CHANNEL_PRESERVING_FUNCTIONS = ("relu", "relu_", "relu6", "gelu", "silu", "sigmoid", "tanh", "max_pool2d",
+                                 "avg_pool2d", "adaptive_avg_pool2d", "dropout", "flatten")
+
+
+@dataclass
+class ChannelPruneReport:
+    name: str
+    channels_before: int
+    channels_after: int
+    follower: str        # the layer whose inputs shrank with it
+
+
+@torch.no_grad()
+def prune_channels(model: nn.Module, amount: float, example_input: torch.Tensor, round_to: int = 8,
+                   exclude=()) -> tuple[nn.Module, list[ChannelPruneReport]]:
+    """Remove the `amount` fraction of output channels with the smallest L1 norm (times |BatchNorm gamma|)
+    from every Conv2d whose channels flow, through channel-preserving ops only (BatchNorm, activations,
+    pooling, dropout, flatten after global pooling), into exactly one Conv2d (groups=1) or Linear; that
+    layer loses the same input channels. Returns a new, physically smaller dense model (torch.fx
+    GraphModule) and a report; the model passed in is not changed. Fine-tune afterwards.
+    Channels kept per layer are rounded up to a multiple of `round_to` (SIMD-friendly widths)."""
+    import copy
+
+    from torch import fx
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    if not 0.0 <= amount < 1.0:
+        raise ValueError(f"edgeopt.prune_channels: amount must be in [0, 1), got {amount!r}")
+    gm = fx.symbolic_trace(copy.deepcopy(model).eval())
+    ShapeProp(gm).propagate(example_input)
+    modules = dict(gm.named_modules())
+
+    def module_of(node):
+        return modules.get(node.target) if node.op == "call_module" else None
+
+    def passes_channels(node) -> bool:
+        m = module_of(node)
+        name = getattr(node.target, "__name__", str(node.target))
+        if isinstance(m, nn.Flatten) or (m is None and name == "flatten"):
+            shape = node.args[0].meta["tensor_meta"].shape
+            return len(shape) == 4 and shape[2] * shape[3] == 1  # after global pooling: channels == features
+        if m is not None:
+            return isinstance(m, _CHANNEL_PRESERVING_MODULES)
+        if node.op in ("call_function", "call_method"):
+            return name in _CHANNEL_PRESERVING_FUNCTIONS
+        return False
+
+    report = []
+    for node in gm.graph.nodes:
+        conv = module_of(node)
+        if not isinstance(conv, nn.Conv2d) or conv.groups != 1 or node.target in exclude:
+            continue
+        bns, cur, follower = [], node, None
+        while True:
+            users = list(cur.users)
+            if len(users) != 1:
+                break
+            nxt = users[0]
+            m = module_of(nxt)
+            if isinstance(m, nn.Conv2d) and m.groups == 1 or isinstance(m, nn.Linear):
+                follower = nxt
+                break
+            if not passes_channels(nxt):
+                break
+            if isinstance(m, nn.BatchNorm2d):
+                bns.append(m)
+            cur = nxt
+        if follower is None:
+            continue
+        c = conv.out_channels
+        keep_n = min(c, max(round_to, math.ceil(round(c * (1.0 - amount)) / round_to) * round_to))
+        if keep_n >= c:
+            continue
+        score = conv.weight.abs().sum(dim=(1, 2, 3))
+        for bn in bns:
+            if bn.weight is not None:
+                score = score * bn.weight.abs()
+        keep = torch.sort(torch.argsort(score, descending=True)[:keep_n]).values
+        conv.weight = nn.Parameter(conv.weight[keep].clone())
+        if conv.bias is not None:
+            conv.bias = nn.Parameter(conv.bias[keep].clone())
+        conv.out_channels = keep_n
+        for bn in bns:
+            bn.num_features = keep_n
+            for attr in ("weight", "bias"):
+                if getattr(bn, attr) is not None:
+                    setattr(bn, attr, nn.Parameter(getattr(bn, attr)[keep].clone()))
+            bn.running_mean = bn.running_mean[keep].clone()
+            bn.running_var = bn.running_var[keep].clone()
+        f = module_of(follower)
+        f.weight = nn.Parameter(f.weight[:, keep].clone())
+        if isinstance(f, nn.Conv2d):
+            f.in_channels = keep_n
+        else:
+            f.in_features = keep_n
+        report.append(ChannelPruneReport(node.target, c, keep_n, follower.target))
+    gm.recompile()
+    return gm, report
