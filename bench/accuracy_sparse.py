@@ -26,7 +26,8 @@ from edgeopt.training import evaluate, fit, get_task
 from edgeopt.training.train import fit_config
 
 
-def run(sparsity: float, block, scope: str, epochs: int, lr: float, ramp: float, seed: int) -> dict:
+def run(sparsity: float, block, scope: str, epochs: int, lr: float, ramp: float, seed: int,
+        save_dir: Path | None = None) -> dict:
     task = get_task("ravdess")
     model = load_pretrained("ravdess_vgg_audio")
     train_data = task.dataset("train", augment=True)
@@ -47,6 +48,11 @@ def run(sparsity: float, block, scope: str, epochs: int, lr: float, ramp: float,
     model.eval()
     rep = pruner.report()
     test = evaluate(model, test_data, task.classes)
+    ckpt = None
+    if save_dir is not None:  # the pruned, fine-tuned weights, for evaluating the sparse kernels later
+        save_dir.mkdir(parents=True, exist_ok=True)
+        ckpt = save_dir / f"vgg_audio_s{int(round(100 * sparsity))}_b{block[0]}x{block[1]}_{scope}.pt"
+        torch.save(model.state_dict(), ckpt)
     # one-shot (no fine-tuning) accuracy at the same sparsity, for the curve's second line
     oneshot = load_pretrained("ravdess_vgg_audio")
     prune_mod.prune(oneshot, sparsity, block=block, scope=scope).remove()
@@ -54,7 +60,8 @@ def run(sparsity: float, block, scope: str, epochs: int, lr: float, ramp: float,
     return {"sparsity": sparsity, "achieved": rep.achieved, "block": list(block), "scope": scope, "epochs": epochs,
             "lr": lr, "ramp": ramp, "seed": seed, "test_accuracy": test.accuracy, "oneshot_accuracy": oneshot_acc,
             "val_last": history.epochs[-1].get("val_accuracy"), "seconds": time.time() - t0,
-            "layers": {layer.name: round(layer.sparsity, 4) for layer in rep.layers}}
+            "layers": {layer.name: round(layer.sparsity, 4) for layer in rep.layers},
+            "checkpoint": str(ckpt) if ckpt else None}
 
 
 def main() -> int:
@@ -67,13 +74,14 @@ def main() -> int:
     p.add_argument("--ramp", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--save-dir", type=Path, default=None, help="save each fine-tuned state_dict here")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "accuracy_sparse-ravdess.jsonl")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     block = tuple(int(v) for v in a.block.split(","))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     for s in (float(v) for v in a.sparsity.split(",")):
-        r = run(s, block, a.scope, a.epochs, a.lr, a.ramp, a.seed)
+        r = run(s, block, a.scope, a.epochs, a.lr, a.ramp, a.seed, a.save_dir)
         print(json.dumps(r), flush=True)
         with a.out.open("a") as f:
             f.write(json.dumps(r) + "\n")
