@@ -116,7 +116,7 @@ def test_fp32_matches_float64_and_paths_agree_bit_for_bit(rng, nb, m, n, k):
 
 
 def test_fp32_clamp_nan_strided_and_dense_equal(isa, rng):
-    m, n, k = 6, 20, 36
+    m, n, k = 8, 20, 36  # two 4-row tiles: one fma chain per output, as in the dense kernel
     w = rng.standard_normal((n, k)).astype(np.float32)  # no zeros: a dense matrix, every block stored
     big = rng.standard_normal((m, k + 13)).astype(np.float32)
     x = big[:, 5:5 + k]
@@ -125,6 +125,10 @@ def test_fp32_clamp_nan_strided_and_dense_equal(isa, rng):
     _C.sp_linear(x, _C.sp_pack(w, None, None, 16), sp, out_min=-1.0, out_max=1.0)
     _C.fw_linear(x, _C.fw_pack(w), dn, out_min=-1.0, out_max=1.0)
     np.testing.assert_array_equal(sp, dn)  # same single fma chain per output as the dense kernel
+    one = np.empty((1, n), np.float32)  # the 1-row tile: 4 partial sums, (p0 + p1) + (p2 + p3)
+    _C.sp_linear(x[:1], _C.sp_pack(w, None, None, 16), one)
+    parts = [sum(np.float64(x[0, kk]) * w[:, kk].astype(np.float64) for kk in range(q, k, 4)) for q in range(4)]
+    np.testing.assert_allclose(one[0], (parts[0] + parts[1]) + (parts[2] + parts[3]), rtol=1e-5, atol=1e-5)
     assert np.isnan(sp[2]).all() and np.nanmax(np.abs(sp)) <= 1.0
 
 
@@ -176,10 +180,14 @@ def test_corrupt_indices_are_refused_not_read(rng):
     kidx_off = (row_ptr_off + 4 * (n_rows + 1) + 63) // 64 * 64
     assert words[row_ptr_off // 4 + n_rows] == info["blocks"]
     bad = q.copy()
-    bad.view(np.uint32)[kidx_off // 4] = 1 << 20  # a k far past the row
+    bad.view(np.uint32)[kidx_off // 4] = 1 << 30  # a k far past the row: refused on load, clamped in a call
     x = np.zeros((1, 64), np.uint8)
     with pytest.raises(ValueError, match="out of range"):
+        _C.sp_packed_info(bad)
+    for isa in ISAS:  # read as the last valid k group: a wrong result, never a read outside x
+        _C.set_isa(isa)
         _C.sp_qlinear(x, bad, np.empty((1, 16), np.int32), False)
+        _C.sp_linear(np.zeros((1, 64), np.float32), _C.sp_pack(np.ones((16, 64), np.float32)), np.empty((1, 16), np.float32))
     bad = q.copy()
     bad.view(np.uint32)[row_ptr_off // 4 + 1] = 10_000
     with pytest.raises(ValueError, match="row pointers"):

@@ -32,7 +32,7 @@ const SparseGemmKernels& sparse_gemm_kernels(Isa isa) {
   static const SparseGemmKernels ref{
       {eo_f32_spgemm_minmax_ukernel_8x8__ref, eo_f32_spgemm_minmax_ukernel_8x8__ref,
        eo_f32_spgemm_minmax_ukernel_8x8__ref, eo_f32_spgemm_minmax_ukernel_8x8__ref},
-      {eo_f32_spgemm_minmax_ukernel_8x16__ref, eo_f32_spgemm_minmax_ukernel_8x16__ref,
+      {eo_f32_spgemm_minmax_ukernel_1x16__ref, eo_f32_spgemm_minmax_ukernel_2x16__ref,
        eo_f32_spgemm_minmax_ukernel_8x16__ref, nullptr},
       {eo_qu8s8_spgemm_minmax_ukernel_8x8c4__ref, eo_qu8s8_spgemm_minmax_ukernel_8x8c4__ref,
        eo_qu8s8_spgemm_minmax_ukernel_8x8c4__ref, eo_qu8s8_spgemm_minmax_ukernel_8x8c4__ref},

@@ -44,7 +44,7 @@ void run(const SparsePackedView& w, const ConvGeometry& g, const T* x, T pad, bo
   if (direct_ok) {
     direct.resize(w.nnz());
     for (size_t b = 0; b < w.nnz(); ++b) {
-      const size_t k = w.kidx[b], tap = k / g.in_c, c = k % g.in_c, ky = tap / g.kernel_w, kx = tap % g.kernel_w;
+      const size_t k = std::min<size_t>(w.kidx[b], w.k() - w.kr()), tap = k / g.in_c, c = k % g.in_c, ky = tap / g.kernel_w, kx = tap % g.kernel_w;
       direct[b] = uint32_t((ky * g.dilation_h * g.in_w + kx * g.dilation_w) * g.in_c + c);
     }
   }
@@ -54,6 +54,11 @@ void run(const SparsePackedView& w, const ConvGeometry& g, const T* x, T pad, bo
   const size_t ox_hi = g.in_w + g.pad_w < span_w + 1 ? ox_lo
                                                     : std::max(ox_lo, std::min(ow, (g.in_w + g.pad_w - 1 - span_w) / g.stride_w + 1));
   const size_t span_h = (g.kernel_h - 1) * g.dilation_h;
+  // Largest valid index for each path (see ukernels/spgemm.h, k_max): gathered rows are kp long, in-place
+  // rows reach the last channel group of the last tap.
+  const size_t gathered_max = kp - w.kr();
+  const size_t direct_max = ((g.kernel_h - 1) * g.dilation_h * g.in_w + (g.kernel_w - 1) * g.dilation_w) * g.in_c +
+                            g.in_c - w.kr();
   const double macs = double(rows_total * ow) * double(w.nnz()) * double(w.block_elems());
   const size_t target = std::clamp<size_t>(size_t(macs / (1 << 16)), 1, size_t(threads) * 8);
   const size_t row_groups = std::min(rows_total, target);
@@ -80,12 +85,14 @@ void run(const SparsePackedView& w, const ConvGeometry& g, const T* x, T pad, bo
         const size_t col = grp * nb, nr = std::min(nb, g.out_c - col);
         const size_t b0 = w.row_ptr[grp], nnz = w.row_ptr[grp + 1] - b0;
         char* out_c = out_r + col * out_elem;
-        if (lo > 0) kernel(lo, nr, nnz, w.kidx + b0, b0, tile, kp, col, out_c);
+        if (lo > 0) kernel(lo, nr, nnz, w.kidx + b0, gathered_max, b0, tile, kp, col, out_c);
         if (hi > lo) {
           const T* a = x + ((n * g.in_h + size_t(iy0)) * g.in_w + (lo * g.stride_w - g.pad_w)) * g.in_c;
-          kernel(hi - lo, nr, nnz, direct.data() + b0, b0, a, g.stride_w * g.in_c, col, out_c + lo * g.out_c * out_elem);
+          kernel(hi - lo, nr, nnz, direct.data() + b0, direct_max, b0, a, g.stride_w * g.in_c, col,
+                 out_c + lo * g.out_c * out_elem);
         }
-        if (ow > hi) kernel(ow - hi, nr, nnz, w.kidx + b0, b0, tile + hi * kp, kp, col, out_c + hi * g.out_c * out_elem);
+        if (ow > hi)
+          kernel(ow - hi, nr, nnz, w.kidx + b0, gathered_max, b0, tile + hi * kp, kp, col, out_c + hi * g.out_c * out_elem);
       }
     }
   });
@@ -109,12 +116,12 @@ U8QuantParams sparse_conv2d(const SparsePackedView& w, const SparseConvCall& cal
     const F32SpGemmUkernelFn* table = w.nb() == 16 ? kern.f32_nb16 : kern.f32_nb8;
     const float* values = static_cast<const float*>(w.values);
     run<float>(w, g, call.x_f32, 0.0f, true, threads, 4, out,
-               [&](size_t rows, size_t nr, size_t nnz, const uint32_t* kidx, size_t b0, const float* a, size_t as,
+               [&](size_t rows, size_t nr, size_t nnz, const uint32_t* kidx, size_t k_max, size_t b0, const float* a, size_t as,
                    size_t col, char* c) {
                  for (size_t i = 0; i < rows;) {
                    size_t tile;
                    const F32SpGemmUkernelFn uk = sparse_tile_kernel(table, rows - i, &tile);
-                   uk(tile, nr, nnz, kidx, values + b0 * w.nb(), a + i * as, as, w.bias + col, call.out_min,
+                   uk(tile, nr, nnz, kidx, k_max, values + b0 * w.nb(), a + i * as, as, w.bias + col, call.out_min,
                       call.out_max, reinterpret_cast<float*>(c) + i * oc, oc);
                    i += tile;
                  }
@@ -135,12 +142,13 @@ U8QuantParams sparse_conv2d(const SparsePackedView& w, const SparseConvCall& cal
   const int8_t* values = static_cast<const int8_t*>(w.values);
   const size_t out_elem = call.out_kind == OutKind::kU8 ? 1 : 4;
   run<uint8_t>(w, g, x, uint8_t(xp.zero_point), g.in_c % kSpQKr == 0, threads, out_elem, out,
-               [&](size_t rows, size_t nr, size_t nnz, const uint32_t* kidx, size_t b0, const uint8_t* a, size_t as,
+               [&](size_t rows, size_t nr, size_t nnz, const uint32_t* kidx, size_t k_max, size_t b0, const uint8_t* a,
+                   size_t as,
                    size_t col, char* c) {
                  for (size_t i = 0; i < rows;) {
                    size_t tile;
                    const QSpGemmUkernelFn uk = sparse_tile_kernel(table, rows - i, &tile);
-                   uk(tile, nr, nnz, kidx, values + b0 * w.nb() * kSpQKr, a + i * as, as, ep, col,
+                   uk(tile, nr, nnz, kidx, k_max, values + b0 * w.nb() * kSpQKr, a + i * as, as, ep, col,
                       c + i * oc * out_elem, oc);
                    i += tile;
                  }

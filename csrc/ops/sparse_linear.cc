@@ -55,7 +55,7 @@ void sparse_float_linear(const SparsePackedView& w, const FloatLinearCall& call)
       for (size_t i = row0; i < row1;) {
         size_t tile;
         const F32SpGemmUkernelFn uk = sparse_tile_kernel(table, row1 - i, &tile);
-        uk(tile, nr, nnz, w.kidx + b0, values + b0 * nb, call.x + i * call.x_stride, call.x_stride, w.bias + col,
+        uk(tile, nr, nnz, w.kidx + b0, w.k() - 1, values + b0 * nb, call.x + i * call.x_stride, call.x_stride, w.bias + col,
            call.out_min, call.out_max, call.out + i * call.out_stride + col, call.out_stride);
         i += tile;
       }
@@ -88,7 +88,7 @@ U8QuantParams sparse_qlinear(const SparsePackedView& w, const QLinearCall& call)
       for (size_t i = row0; i < row1;) {
         size_t tile;
         const QSpGemmUkernelFn uk = sparse_tile_kernel(table, row1 - i, &tile);
-        uk(tile, nr, nnz, w.kidx + b0, values + b0 * block_bytes, rows.a + i * rows.stride, rows.stride, ep, col,
+        uk(tile, nr, nnz, w.kidx + b0, kp - kSpQKr, values + b0 * block_bytes, rows.a + i * rows.stride, rows.stride, ep, col,
            out + (i * call.out_stride + col) * out_elem, call.out_stride);
         i += tile;
       }

@@ -182,17 +182,14 @@ SparsePackedView view_sparse_packed(const uint8_t* buf, size_t bytes) {
   v.row_ptr = reinterpret_cast<const uint32_t*>(buf + l.row_ptr);
   v.kidx = reinterpret_cast<const uint32_t*>(buf + l.kidx);
   v.values = buf + l.values;
-  // The kernels index by row_ptr and kidx: these bounds keep a corrupt (or later modified) buffer from
-  // steering them out of bounds, so they are checked on every view. O(rows + nnz) with a vectorizable
-  // max; block order and alignment, which do not affect safety, are checked in validate_sparse_contents.
+  // The kernels index by row_ptr (checked here, O(block rows), on every view) and kidx (clamped to the
+  // last valid k inside the kernels, see ukernels/spgemm.h): a corrupt or since-modified buffer cannot
+  // steer them out of bounds. Index order and range are checked in validate_sparse_contents.
   const size_t rows = v.block_rows();
   if (v.row_ptr[0] != 0 || v.row_ptr[rows] != h.reserved0) bad_pack("block row pointers do not span the blocks");
   uint32_t bad = 0;
   for (size_t g = 0; g < rows; ++g) bad |= uint32_t(v.row_ptr[g + 1] < v.row_ptr[g]);
   if (bad) bad_pack("block row pointers decrease");
-  uint32_t max_k = 0;
-  for (size_t b = 0; b < h.reserved0; ++b) max_k = v.kidx[b] > max_k ? v.kidx[b] : max_k;
-  if (h.reserved0 > 0 && size_t(max_k) + h.kr > l.k_padded) bad_pack("a block's k index is out of range");
   return v;
 }
 
@@ -201,6 +198,7 @@ void validate_sparse_contents(const SparsePackedView& v) {
   std::vector<int32_t> sums(n, 0);
   for (size_t g = 0; g < v.block_rows(); ++g) {
     for (size_t b = v.row_ptr[g]; b < v.row_ptr[g + 1]; ++b) {
+      if (size_t(v.kidx[b]) + kr > v.k_padded()) bad_pack("block " + std::to_string(b) + "'s k index is out of range");
       if (v.kidx[b] % kr != 0 || (b > v.row_ptr[g] && v.kidx[b] <= v.kidx[b - 1]))
         bad_pack("block " + std::to_string(b) + " has a misaligned or unordered k index");
       for (size_t jj = 0; jj < nb; ++jj) {

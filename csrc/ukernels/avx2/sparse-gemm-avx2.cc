@@ -6,6 +6,7 @@
 // the reference, so the two paths agree bit for bit.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "ukernels/avx2/qgemm-epilogue-avx2.h"
@@ -26,7 +27,7 @@ inline void store_f32(__m256 acc, const float* bias, __m256 lo, __m256 hi, size_
 }
 
 template <int MR, int NB>
-void f32_tile(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, const float* w, const float* a, size_t as,
+void f32_tile(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, size_t k_max, const float* w, const float* a, size_t as,
               const float* bias, float out_min, float out_max, float* c, size_t cs) {
   constexpr int NV = NB / 8;
   const float* ar[MR];
@@ -39,7 +40,7 @@ void f32_tile(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, const floa
 #pragma GCC unroll 2
     for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_setzero_ps();
   for (size_t b = 0; b < nnz; ++b) {
-    const size_t k = kidx[b];
+    const size_t k = std::min<size_t>(kidx[b], k_max);
     __m256 wv[NV];
 #pragma GCC unroll 2
     for (int v = 0; v < NV; ++v) wv[v] = _mm256_loadu_ps(w + v * 8);
@@ -62,6 +63,93 @@ void f32_tile(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, const floa
   }
 }
 
+// 1 and 2 rows of a 16-column block row: with one chain per output these would wait on the FMA latency
+// (2 or 4 chains for 2 FMA ports x 4 cycles); blocks b go to partial sum b % P (P = 4 for one row, 2 for
+// two), combined as (p0 + p1) + (p2 + p3) before the bias -- the order ukernels/spgemm.h specifies and the
+// reference follows.
+void f32_1x16(size_t nr, size_t nnz, const uint32_t* kidx, size_t k_max, const float* w, const float* a,
+              const float* bias, float out_min, float out_max, float* c) {
+  __m256 p00 = _mm256_setzero_ps(), p01 = p00, p10 = p00, p11 = p00, p20 = p00, p21 = p00, p30 = p00, p31 = p00;
+  size_t b = 0;
+  for (; b + 4 <= nnz; b += 4, w += 64) {
+    __m256 va = _mm256_broadcast_ss(a + std::min<size_t>(kidx[b], k_max));
+    p00 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w), p00);
+    p01 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w + 8), p01);
+    va = _mm256_broadcast_ss(a + std::min<size_t>(kidx[b + 1], k_max));
+    p10 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w + 16), p10);
+    p11 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w + 24), p11);
+    va = _mm256_broadcast_ss(a + std::min<size_t>(kidx[b + 2], k_max));
+    p20 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w + 32), p20);
+    p21 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w + 40), p21);
+    va = _mm256_broadcast_ss(a + std::min<size_t>(kidx[b + 3], k_max));
+    p30 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w + 48), p30);
+    p31 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w + 56), p31);
+  }
+  if (b < nnz) {
+    const __m256 va = _mm256_broadcast_ss(a + std::min<size_t>(kidx[b], k_max));
+    p00 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w), p00);
+    p01 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w + 8), p01);
+  }
+  if (b + 1 < nnz) {
+    const __m256 va = _mm256_broadcast_ss(a + std::min<size_t>(kidx[b + 1], k_max));
+    p10 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w + 16), p10);
+    p11 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w + 24), p11);
+  }
+  if (b + 2 < nnz) {
+    const __m256 va = _mm256_broadcast_ss(a + std::min<size_t>(kidx[b + 2], k_max));
+    p20 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w + 32), p20);
+    p21 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w + 40), p21);
+  }
+  const __m256 lo = _mm256_set1_ps(out_min), hi = _mm256_set1_ps(out_max);
+  const __m256 c0 = _mm256_add_ps(_mm256_add_ps(p00, p10), _mm256_add_ps(p20, p30));
+  const __m256 c1 = _mm256_add_ps(_mm256_add_ps(p01, p11), _mm256_add_ps(p21, p31));
+  store_f32(c0, bias, lo, hi, nr, c);
+  if (nr > 8) store_f32(c1, bias + 8, lo, hi, nr - 8, c + 8);
+}
+
+void f32_2x16(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, size_t k_max, const float* w, const float* a,
+              size_t as, const float* bias, float out_min, float out_max, float* c, size_t cs) {
+  const float* a0 = a;
+  const float* a1 = mr > 1 ? a + as : a;
+  __m256 p00 = _mm256_setzero_ps(), p01 = p00, p10 = p00, p11 = p00;  // row 0: partials 0, 1 (x 2 vectors)
+  __m256 q00 = p00, q01 = p00, q10 = p00, q11 = p00;                  // row 1
+  size_t b = 0;
+  for (; b + 2 <= nnz; b += 2, w += 32) {
+    const size_t k0 = std::min<size_t>(kidx[b], k_max), k1 = std::min<size_t>(kidx[b + 1], k_max);
+    const __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8);
+    const __m256 w2 = _mm256_loadu_ps(w + 16), w3 = _mm256_loadu_ps(w + 24);
+    __m256 va = _mm256_broadcast_ss(a0 + k0);
+    p00 = _mm256_fmadd_ps(va, w0, p00);
+    p01 = _mm256_fmadd_ps(va, w1, p01);
+    va = _mm256_broadcast_ss(a1 + k0);
+    q00 = _mm256_fmadd_ps(va, w0, q00);
+    q01 = _mm256_fmadd_ps(va, w1, q01);
+    va = _mm256_broadcast_ss(a0 + k1);
+    p10 = _mm256_fmadd_ps(va, w2, p10);
+    p11 = _mm256_fmadd_ps(va, w3, p11);
+    va = _mm256_broadcast_ss(a1 + k1);
+    q10 = _mm256_fmadd_ps(va, w2, q10);
+    q11 = _mm256_fmadd_ps(va, w3, q11);
+  }
+  if (b < nnz) {
+    const size_t k0 = std::min<size_t>(kidx[b], k_max);
+    const __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8);
+    __m256 va = _mm256_broadcast_ss(a0 + k0);
+    p00 = _mm256_fmadd_ps(va, w0, p00);
+    p01 = _mm256_fmadd_ps(va, w1, p01);
+    va = _mm256_broadcast_ss(a1 + k0);
+    q00 = _mm256_fmadd_ps(va, w0, q00);
+    q01 = _mm256_fmadd_ps(va, w1, q01);
+  }
+  const __m256 lo = _mm256_set1_ps(out_min), hi = _mm256_set1_ps(out_max);
+  store_f32(_mm256_add_ps(p00, p10), bias, lo, hi, nr, c);
+  if (nr > 8) store_f32(_mm256_add_ps(p01, p11), bias + 8, lo, hi, nr - 8, c + 8);
+  if (mr > 1) {
+    store_f32(_mm256_add_ps(q00, q10), bias, lo, hi, nr, c + cs);
+    if (nr > 8) store_f32(_mm256_add_ps(q01, q11), bias + 8, lo, hi, nr - 8, c + cs + 8);
+  }
+}
+
 inline __m256i dot4(__m256i acc, __m256i a, __m256i w, __m256i ones) {
   return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, w), ones));
 }
@@ -73,7 +161,7 @@ inline __m256i broadcast4(const uint8_t* p) {
 }
 
 template <int MR, int NB>
-void q_tile(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, const int8_t* w, const uint8_t* a, size_t as,
+void q_tile(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, size_t k_max, const int8_t* w, const uint8_t* a, size_t as,
             const QGemmEpilogue& ep, size_t col, void* c, size_t cs) {
   constexpr int NV = NB / 8;
   const uint8_t* ar[MR];
@@ -87,7 +175,7 @@ void q_tile(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, const int8_t
 #pragma GCC unroll 2
     for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_setzero_si256();
   for (size_t b = 0; b < nnz; ++b) {
-    const size_t k = kidx[b];
+    const size_t k = std::min<size_t>(kidx[b], k_max);
     __m256i wv[NV];
 #pragma GCC unroll 2
     for (int v = 0; v < NV; ++v) wv[v] = _mm256_loadu_si256((const __m256i*)(w + v * 32));
@@ -114,7 +202,7 @@ void q_tile(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, const int8_t
 
 // The main tiles written out: with the accumulators in an array GCC copies them every block and spills
 // two (measured here: 0.6x the dense kernel's speed at full density), as the dense 4x16c4 kernel notes.
-void f32_4x16(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, const float* w, const float* a, size_t as,
+void f32_4x16(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, size_t k_max, const float* w, const float* a, size_t as,
               const float* bias, float out_min, float out_max, float* c, size_t cs) {
   const float* a0 = a;
   const float* a1 = mr > 1 ? a0 + as : a0;
@@ -122,7 +210,7 @@ void f32_4x16(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, const floa
   const float* a3 = mr > 3 ? a2 + as : a2;
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
   for (size_t b = 0; b < nnz; ++b) {
-    const size_t k = kidx[b];
+    const size_t k = std::min<size_t>(kidx[b], k_max);
     const __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8);
     w += 16;
     __m256 va = _mm256_broadcast_ss(a0 + k);
@@ -146,7 +234,7 @@ void f32_4x16(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, const floa
   }
 }
 
-void f32_8x8(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, const float* w, const float* a, size_t as,
+void f32_8x8(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, size_t k_max, const float* w, const float* a, size_t as,
              const float* bias, float out_min, float out_max, float* c, size_t cs) {
   const float* a0 = a;
   const float* a1 = mr > 1 ? a0 + as : a0;
@@ -158,7 +246,7 @@ void f32_8x8(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, const float
   const float* a7 = mr > 7 ? a6 + as : a6;
   __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
   for (size_t b = 0; b < nnz; ++b) {
-    const size_t k = kidx[b];
+    const size_t k = std::min<size_t>(kidx[b], k_max);
     const __m256 w0 = _mm256_loadu_ps(w);
     w += 8;
     c0 = _mm256_fmadd_ps(_mm256_broadcast_ss(a0 + k), w0, c0);
@@ -175,7 +263,7 @@ void f32_8x8(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, const float
   for (size_t r = 0; r < mr; ++r) store_f32(rows[r], bias, lo, hi, nr, c + r * cs);
 }
 
-void q_4x16(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, const int8_t* w, const uint8_t* a, size_t as,
+void q_4x16(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, size_t k_max, const int8_t* w, const uint8_t* a, size_t as,
             const QGemmEpilogue& ep, size_t col, void* c, size_t cs) {
   const uint8_t* a0 = a;
   const uint8_t* a1 = mr > 1 ? a0 + as : a0;
@@ -184,7 +272,7 @@ void q_4x16(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, const int8_t
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
   for (size_t b = 0; b < nnz; ++b) {
-    const size_t k = kidx[b];
+    const size_t k = std::min<size_t>(kidx[b], k_max);
     const __m256i w0 = _mm256_loadu_si256((const __m256i*)w);
     const __m256i w1 = _mm256_loadu_si256((const __m256i*)(w + 32));
     w += 64;
@@ -209,7 +297,7 @@ void q_4x16(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, const int8_t
   if (mr > 3) store_row(c30, c31, ep, col, nr, out + 3 * row_bytes);
 }
 
-void q_8x8(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, const int8_t* w, const uint8_t* a, size_t as,
+void q_8x8(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, size_t k_max, const int8_t* w, const uint8_t* a, size_t as,
            const QGemmEpilogue& ep, size_t col, void* c, size_t cs) {
   const uint8_t* a0 = a;
   const uint8_t* a1 = mr > 1 ? a0 + as : a0;
@@ -222,7 +310,7 @@ void q_8x8(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, const int8_t*
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
   for (size_t b = 0; b < nnz; ++b) {
-    const size_t k = kidx[b];
+    const size_t k = std::min<size_t>(kidx[b], k_max);
     const __m256i w0 = _mm256_loadu_si256((const __m256i*)w);
     w += 32;
     c0 = dot4(c0, broadcast4(a0 + k), w0, ones);
@@ -244,45 +332,57 @@ void q_8x8(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, const int8_t*
 
 #define EO_SPGEMM_F32_DEF(MR, NB)                                                                                  \
   void eo_f32_spgemm_minmax_ukernel_##MR##x##NB##__avx2(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx,   \
+                                                        size_t k_max,                                           \
                                                         const float* w, const float* a, size_t as, const float* b, \
                                                         float lo, float hi, float* c, size_t cs) {                 \
-    f32_tile<MR, NB>(mr, nr, nnz, kidx, w, a, as, b, lo, hi, c, cs);                                               \
+    f32_tile<MR, NB>(mr, nr, nnz, kidx, k_max, w, a, as, b, lo, hi, c, cs);                                               \
   }
 #define EO_SPGEMM_Q_DEF(MR, NB)                                                                                      \
   void eo_qu8s8_spgemm_minmax_ukernel_##MR##x##NB##c4__avx2(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, \
+                                                            size_t k_max,                                            \
                                                             const int8_t* w, const uint8_t* a, size_t as,            \
                                                             const QGemmEpilogue& ep, size_t col, void* c, size_t cs) { \
-    q_tile<MR, NB>(mr, nr, nnz, kidx, w, a, as, ep, col, c, cs);                                                     \
+    q_tile<MR, NB>(mr, nr, nnz, kidx, k_max, w, a, as, ep, col, c, cs);                                                     \
   }
 EO_SPGEMM_F32_DEF(1, 8)
 EO_SPGEMM_F32_DEF(2, 8)
 EO_SPGEMM_F32_DEF(4, 8)
-void eo_f32_spgemm_minmax_ukernel_8x8__avx2(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, const float* w,
+void eo_f32_spgemm_minmax_ukernel_8x8__avx2(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, size_t k_max,
+                                            const float* w,
                                             const float* a, size_t as, const float* b, float lo, float hi, float* c,
                                             size_t cs) {
-  f32_8x8(mr, nr, nnz, kidx, w, a, as, b, lo, hi, c, cs);
+  f32_8x8(mr, nr, nnz, kidx, k_max, w, a, as, b, lo, hi, c, cs);
 }
-EO_SPGEMM_F32_DEF(1, 16)
-EO_SPGEMM_F32_DEF(2, 16)
-void eo_f32_spgemm_minmax_ukernel_4x16__avx2(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, const float* w,
+void eo_f32_spgemm_minmax_ukernel_1x16__avx2(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, size_t k_max,
+                                             const float* w, const float* a, size_t as, const float* b, float lo,
+                                             float hi, float* c, size_t cs) {
+  for (size_t i = 0; i < mr; ++i) f32_1x16(nr, nnz, kidx, k_max, w, a + i * as, b, lo, hi, c + i * cs);
+}
+void eo_f32_spgemm_minmax_ukernel_2x16__avx2(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, size_t k_max,
+                                             const float* w, const float* a, size_t as, const float* b, float lo,
+                                             float hi, float* c, size_t cs) {
+  f32_2x16(mr, nr, nnz, kidx, k_max, w, a, as, b, lo, hi, c, cs);
+}
+void eo_f32_spgemm_minmax_ukernel_4x16__avx2(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, size_t k_max,
+                                             const float* w,
                                              const float* a, size_t as, const float* b, float lo, float hi, float* c,
                                              size_t cs) {
-  f32_4x16(mr, nr, nnz, kidx, w, a, as, b, lo, hi, c, cs);
+  f32_4x16(mr, nr, nnz, kidx, k_max, w, a, as, b, lo, hi, c, cs);
 }
 EO_SPGEMM_Q_DEF(1, 8)
 EO_SPGEMM_Q_DEF(2, 8)
 EO_SPGEMM_Q_DEF(4, 8)
-void eo_qu8s8_spgemm_minmax_ukernel_8x8c4__avx2(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx,
+void eo_qu8s8_spgemm_minmax_ukernel_8x8c4__avx2(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, size_t k_max,
                                                 const int8_t* w, const uint8_t* a, size_t as, const QGemmEpilogue& ep,
                                                 size_t col, void* c, size_t cs) {
-  q_8x8(mr, nr, nnz, kidx, w, a, as, ep, col, c, cs);
+  q_8x8(mr, nr, nnz, kidx, k_max, w, a, as, ep, col, c, cs);
 }
 EO_SPGEMM_Q_DEF(1, 16)
 EO_SPGEMM_Q_DEF(2, 16)
-void eo_qu8s8_spgemm_minmax_ukernel_4x16c4__avx2(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx,
+void eo_qu8s8_spgemm_minmax_ukernel_4x16c4__avx2(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, size_t k_max,
                                                  const int8_t* w, const uint8_t* a, size_t as, const QGemmEpilogue& ep,
                                                  size_t col, void* c, size_t cs) {
-  q_4x16(mr, nr, nnz, kidx, w, a, as, ep, col, c, cs);
+  q_4x16(mr, nr, nnz, kidx, k_max, w, a, as, ep, col, c, cs);
 }
 
 }  // namespace edgeopt
