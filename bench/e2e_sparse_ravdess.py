@@ -67,7 +67,8 @@ def main() -> int:
     dense = load_pretrained("ravdess_vgg_audio").eval()
     variants["dense fp32 (torch)"] = dense
     if not a.no_dense_int8:
-        calib = torch.stack([task.dataset("train")[i][0] for i in range(0, 640, 10)])
+        train = task.dataset("train")
+        calib = torch.stack([train[i][0] for i in range(0, 640, 10)])
         q, _ = edgeopt.quantize(copy.deepcopy(dense), [calib], progress=False)
         variants["dense int8 (edgeopt)"] = q.eval()
     for ckpt in a.checkpoints:
