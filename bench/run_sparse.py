@@ -37,6 +37,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--fast", action="store_true")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--summarize-only", action="store_true",
+                   help="rebuild summary.md from the JSON files already in --out (implementations missing are shown as -)")
     a = p.parse_args()
     out = a.out or HERE / "results" / time.strftime("sparse-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
@@ -46,10 +48,12 @@ def main() -> int:
     loads = {"before": load()}
     print(f"results -> {out}; load {loads['before']}", flush=True)
     ceil = measure_ceilings(a.threads)
-    extra = ["--sparsity", a.sparsity, "--threads", str(a.threads)] + (["--only", a.only] if a.only else [])
-    extra += ["--fast"] if a.fast else []
-    run_contenders(HERE / "bench_sparse.py", impls, out, env, extra)
+    if not a.summarize_only:
+        extra = ["--sparsity", a.sparsity, "--threads", str(a.threads)] + (["--only", a.only] if a.only else [])
+        extra += ["--fast"] if a.fast else []
+        run_contenders(HERE / "bench_sparse.py", impls, out, env, extra)
     loads["after"] = load()
+    impls = [i for i in impls if (out / f"{i}.json").exists()]
     times = {i: median_seconds(out / f"{i}.json") for i in impls}
     only = set(filter(None, a.only.split(",")))
     sparsities = [float(s) for s in a.sparsity.split(",")]
@@ -64,7 +68,8 @@ def main() -> int:
         return f"{num / den:.2f}x" if num and den else "-"
 
     lines = [f"# Block-sparse benchmark ({a.threads} threads, block 16x4)", "",
-             f"Load average (1/5/15 min): before {loads['before']}, after {loads['after']}. Ceilings: fp32 "
+             f"Load average (1/5/15 min){' at summary time' if a.summarize_only else ''}: before {loads['before']}, "
+             f"after {loads['after']}. Ceilings: fp32 "
              f"{ceil['fp32_gmacs']:.0f} GMAC/s, int8 {ceil['int8_gmacs']:.0f} GMAC/s, read {ceil['read_gbs']:.1f} GB/s.",
              "int8 = u8 in / u8 out, static parameters (no activation quantization in either int8 contender).", "",
              "| layer | M | K | N | sparsity | dense fp32 us | sparse fp32 us | fp32 speedup | dense int8 us | "
