@@ -182,6 +182,7 @@ py::tuple qconv2d_py(const py::array& x, const py::array& packed, py::array& out
                   std::to_string(w.taps()) + " taps; the call has groups=" + std::to_string(g.groups) + ", " +
                   std::to_string(g.in_c) + " -> " + std::to_string(g.out_c) + " channels, " + std::to_string(taps) +
                   " taps");
+    if (g.kernel_h > 32) value_error("depthwise filters taller than 32 rows are not supported");
     py::gil_scoped_release release;
     try {
       used = qdwconv2d(w, call);
