@@ -106,18 +106,20 @@ def _(x, packed_v, packed_u, out_features, out_min, out_max):
 def quant_conv2d(x: torch.Tensor, packed_weight: torch.Tensor, out_channels: int, kernel: list[int],
                  stride: list[int], padding: list[int], dilation: list[int], groups: int, dynamic: bool,
                  x_scale: float, x_zero_point: int, out_min: float, out_max: float, out_scale: float,
-                 out_zero_point: int, out_uint8: bool) -> torch.Tensor:
-    """NHWC (N, H, W, C) float32 (or uint8 with x_scale/x_zero_point) -> NHWC (N, OH, OW, out_channels)."""
+                 out_zero_point: int, out_uint8: bool, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """NHWC (N, H, W, C) float32 (or uint8 with x_scale/x_zero_point) -> NHWC (N, OH, OW, out_channels);
+    residual: optional float32 NHWC tensor of the output's shape added before the clamp."""
     out = torch.empty(conv_output_shape(x.shape, out_channels, kernel, stride, padding, dilation),
                       dtype=torch.uint8 if out_uint8 else torch.float32)
     _C.qconv2d(x.detach().numpy(), packed_weight.numpy(), out.numpy(), kernel, stride, padding, dilation, groups,
-               dynamic, x_scale, x_zero_point, out_min, out_max, out_scale, out_zero_point, get_num_threads())
+               dynamic, x_scale, x_zero_point, out_min, out_max, out_scale, out_zero_point, get_num_threads(),
+               None if residual is None else residual.detach().numpy())
     return out
 
 
 @quant_conv2d.register_fake
 def _(x, packed_weight, out_channels, kernel, stride, padding, dilation, groups, dynamic, x_scale, x_zero_point,
-      out_min, out_max, out_scale, out_zero_point, out_uint8):
+      out_min, out_max, out_scale, out_zero_point, out_uint8, residual=None):
     torch._check(x.dim() == 4, lambda: "edgeopt::quant_conv2d expects an NHWC 4-D input")
     return x.new_empty(conv_output_shape(x.shape, out_channels, kernel, stride, padding, dilation),
                        dtype=torch.uint8 if out_uint8 else torch.float32)

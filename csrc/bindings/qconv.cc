@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <array>
 #include <stdexcept>
 #include <string>
@@ -140,7 +141,8 @@ void require_nhwc(const py::array& a, const char* what) {
 
 py::tuple qconv2d_py(const py::array& x, const py::array& packed, py::array& out, Pair kernel, Pair stride,
                      Pair padding, Pair dilation, int64_t groups, bool dynamic, float x_scale, int x_zero_point,
-                     float out_min, float out_max, float out_scale, int out_zero_point, int num_threads) {
+                     float out_min, float out_max, float out_scale, int out_zero_point, int num_threads,
+                     const py::object& residual) {
   require_nhwc(x, "input");
   require_nhwc(out, "output");
   for (int i = 0; i < 2; ++i) {
@@ -173,6 +175,16 @@ py::tuple qconv2d_py(const py::array& x, const py::array& packed, py::array& out
   if (size_t(out.shape(0)) != g.batch || size_t(out.shape(1)) != g.out_h() || size_t(out.shape(2)) != g.out_w())
     value_error("output must have shape (" + std::to_string(g.batch) + ", " + std::to_string(g.out_h()) + ", " +
                 std::to_string(g.out_w()) + ", out_channels)");
+  py::array residual_arr;
+  if (!residual.is_none()) {
+    residual_arr = residual.cast<py::array>();
+    require_dtype<float>(residual_arr, "residual");
+    require_c_contiguous(residual_arr, "residual");
+    if (residual_arr.ndim() != 4 || !std::equal(out.shape(), out.shape() + 4, residual_arr.shape()))
+      value_error("residual must have the output's shape (N, OH, OW, out_channels)");
+    if (call.out_kind == OutKind::kS32) value_error("a residual cannot be added to the exact int32 output");
+    call.residual = static_cast<const float*>(residual_arr.data());
+  }
   const size_t taps = g.kernel_h * g.kernel_w;
   U8QuantParams used;
   if (is_depthwise_pack(packed)) {
@@ -223,7 +235,8 @@ void register_qconv(py::module_& m) {
         py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("dynamic"),
         py::arg("x_scale") = 1.0f, py::arg("x_zero_point") = 0, py::arg("out_min") = -INFINITY,
         py::arg("out_max") = INFINITY, py::arg("out_scale") = 1.0f, py::arg("out_zero_point") = 0,
-        py::arg("num_threads") = 1,
+        py::arg("num_threads") = 1, py::arg("residual") = py::none(),
         "NHWC int8 convolution: x (N, H, W, C) float32 or uint8, out (N, OH, OW, OC) float32, uint8 or int32 "
-        "(int32 = exact integer result). Returns the input (scale, zero_point) used.");
+        "(int32 = exact integer result); residual: optional float32 of out's shape added before the clamp. "
+        "Returns the input (scale, zero_point) used.");
 }

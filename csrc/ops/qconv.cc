@@ -88,7 +88,8 @@ U8QuantParams qconv2d(const Qs8PackedView* group_weights, const QConvCall& call)
     const Qs8PackedView& w = group_weights[group];
     const size_t kp = w.k_padded();
     const QGemmEpilogue ep =
-        make_qgemm_epilogue(w.colsum, w.scale, w.bias, xp, call.out_min, call.out_max, call.out_kind, call.out_params);
+        make_qgemm_epilogue(w.colsum, w.scale, w.bias, xp, call.out_min, call.out_max, call.out_kind, call.out_params,
+                            call.residual, call.out);
     auto rows = [&](size_t row0, size_t row1) {
       if (in_place) return ARows{x + row0 * g.in_c, g.in_c};
       uint8_t* tile = thread_scratch(ScratchSlot::kTile, (row1 - row0) * kp);
@@ -113,7 +114,8 @@ U8QuantParams qdwconv2d(const QdwPackedView& w, const QConvCall& call) {
   const uint8_t* x = input_u8(call, threads, &xp);
   const std::vector<uint8_t> zero_row(c, uint8_t(xp.zero_point));
   const QGemmEpilogue ep =
-      make_qgemm_epilogue(w.wsum, w.scale, w.bias, xp, call.out_min, call.out_max, call.out_kind, call.out_params);
+      make_qgemm_epilogue(w.wsum, w.scale, w.bias, xp, call.out_min, call.out_max, call.out_kind, call.out_params,
+                          call.residual, call.out);
   const size_t out_elem = call.out_kind == OutKind::kU8 ? 1 : 4;
   const size_t tasks = std::min(out_rows, size_t(threads) * 8);
   parallel_for(tasks, threads, [&](size_t t) {

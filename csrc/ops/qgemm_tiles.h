@@ -40,7 +40,8 @@ enum class ScratchSlot { kInput = 0, kTile = 1 };
 uint8_t* thread_scratch(ScratchSlot slot, size_t bytes);
 
 QGemmEpilogue make_qgemm_epilogue(const int32_t* w_colsum, const float* w_scale, const float* bias, U8QuantParams x,
-                                  float out_min, float out_max, OutKind out_kind, U8QuantParams out_params);
+                                  float out_min, float out_max, OutKind out_kind, U8QuantParams out_params,
+                                  const float* residual = nullptr, const void* out_base = nullptr);
 
 // Activation rows handed to the micro-kernels: rows i.. of the current tile, `stride` bytes apart, each
 // with k_padded readable bytes.

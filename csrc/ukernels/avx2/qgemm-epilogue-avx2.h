@@ -27,6 +27,18 @@ inline void store_row(__m256i acc0, __m256i acc1, const QGemmEpilogue& ep, size_
   const __m256 s1 = _mm256_mul_ps(a_scale, _mm256_loadu_ps(ep.w_scale + col + 8));
   __m256 y0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc0), s0, _mm256_loadu_ps(ep.bias + col));
   __m256 y1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc1), s1, _mm256_loadu_ps(ep.bias + col + 8));
+  if (ep.residual != nullptr) {
+    const float* r = ep.residual + residual_index(ep, c);
+    if (nr == 16) {
+      y0 = _mm256_add_ps(y0, _mm256_loadu_ps(r));
+      y1 = _mm256_add_ps(y1, _mm256_loadu_ps(r + 8));
+    } else {
+      alignas(32) float tmp[16] = {};
+      std::memcpy(tmp, r, nr * sizeof(float));
+      y0 = _mm256_add_ps(y0, _mm256_load_ps(tmp));
+      y1 = _mm256_add_ps(y1, _mm256_load_ps(tmp + 8));
+    }
+  }
   const __m256 lo = _mm256_set1_ps(ep.out_min), hi = _mm256_set1_ps(ep.out_max);
   y0 = _mm256_min_ps(_mm256_max_ps(y0, lo), hi);
   y1 = _mm256_min_ps(_mm256_max_ps(y1, lo), hi);
