@@ -56,6 +56,8 @@ GEMM_CASES = [
     (1, 1, 1, 4, 3, 3, 1, 3, 1, 1),       # padding larger than the kernel overlap
     (1, 2, 3, 33, 65, (3, 1), (1, 2), (1, 0), 1, 1),  # rectangular kernel, mixed strides
     (1, 5, 5, 67, 31, 5, 1, 2, 1, 1),     # prime channels, 5x5
+    (1, 61, 59, 37, 40, 3, 1, 1, 1, 1),   # > 1 MB of gathered rows: gathered tile by tile
+    (1, 61, 59, 38, 40, 3, 2, 1, 1, 2),   # the same, grouped and strided
 ]
 
 

@@ -8,6 +8,9 @@ namespace {
 
 // The depthwise kernel does ~1/4 the work per byte of the GEMM, so a thread pays off at fewer MACs.
 constexpr double kDwMinMacsPerThread = 0.5e6;
+// Below this many gathered bytes (all output pixels x k_padded), a conv gathers every row once before the
+// GEMM, so the column-split tasks of a small-M layer (ResNet's 14x14 and 7x7 stages) share them.
+constexpr size_t kGatherAllBytes = 1 << 20;
 // Filter heights the depthwise path accepts (row pointers live on the stack).
 constexpr size_t kMaxDwKernelH = 32;
 
@@ -90,13 +93,27 @@ U8QuantParams qconv2d(const Qs8PackedView* group_weights, const QConvCall& call)
     const QGemmEpilogue ep =
         make_qgemm_epilogue(w.colsum, w.scale, w.bias, xp, call.out_min, call.out_max, call.out_kind, call.out_params,
                             call.residual, call.out);
-    auto rows = [&](size_t row0, size_t row1) {
-      if (in_place) return ARows{x + row0 * g.in_c, g.in_c};
-      uint8_t* tile = thread_scratch(ScratchSlot::kTile, (row1 - row0) * kp);
-      for (size_t r = row0; r < row1; ++r) gather_row(g, x, r, group, uint8_t(xp.zero_point), kp, tile + (r - row0) * kp);
-      return ARows{tile, kp};
-    };
-    qgemm_tiled(kern, m, w, ep, rows, static_cast<char*>(call.out) + group * ng * out_elem, g.out_c, threads);
+    char* out_group = static_cast<char*>(call.out) + group * ng * out_elem;
+    const uint8_t zp = uint8_t(xp.zero_point);
+    if (in_place) {
+      qgemm_tiled(kern, m, w, ep, [&](size_t row0, size_t) { return ARows{x + row0 * g.in_c, g.in_c}; }, out_group,
+                  g.out_c, threads);
+    } else if (m * kp <= kGatherAllBytes) {
+      uint8_t* all = thread_scratch(ScratchSlot::kGathered, m * kp);
+      const size_t chunks = std::min(m, size_t(threads) * 4);
+      parallel_for(chunks, threads, [&](size_t ci) {
+        for (size_t r = m * ci / chunks; r < m * (ci + 1) / chunks; ++r) gather_row(g, x, r, group, zp, kp, all + r * kp);
+      });
+      qgemm_tiled(kern, m, w, ep, [&](size_t row0, size_t) { return ARows{all + row0 * kp, kp}; }, out_group, g.out_c,
+                  threads);
+    } else {
+      auto gather_tile = [&](size_t row0, size_t row1) {
+        uint8_t* tile = thread_scratch(ScratchSlot::kTile, (row1 - row0) * kp);
+        for (size_t r = row0; r < row1; ++r) gather_row(g, x, r, group, zp, kp, tile + (r - row0) * kp);
+        return ARows{tile, kp};
+      };
+      qgemm_tiled(kern, m, w, ep, gather_tile, out_group, g.out_c, threads, /*rows_are_gathered=*/true);
+    }
   }
   return xp;
 }

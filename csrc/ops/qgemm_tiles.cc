@@ -67,7 +67,7 @@ int threads_for_macs(double macs, int requested, double min_macs_per_thread) {
 }
 
 uint8_t* thread_scratch(ScratchSlot slot, size_t bytes) {
-  thread_local std::vector<uint8_t> bufs[2];
+  thread_local std::vector<uint8_t> bufs[3];
   std::vector<uint8_t>& buf = bufs[int(slot)];
   if (buf.size() < bytes) buf.resize(bytes);
   return buf.data();
