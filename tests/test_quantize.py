@@ -421,3 +421,52 @@ def test_a_layer_the_module_refuses_stays_float_with_the_reason():
     with torch.no_grad():
         x = torch.randn(1, 3, 8, 8)
         assert sqnr_db(model(x), qmodel(x)) > 25
+
+
+@needs_conv
+def test_a_one_channel_stem_stays_float_with_its_batchnorm_folded():
+    torch.manual_seed(0)
+    model = randomize_bn(nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                                       nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(), nn.Conv2d(8, 4, 1)))
+    data = batches((2, 1, 6, 10))
+    qmodel, report = quantize(model, data, progress=False)
+    stem = report["0"]
+    assert not stem.converted and "too few" in stem.reason and stem.folded_bn == "1"
+    assert type(qmodel.get_submodule("0")) is nn.Conv2d and "1" not in dict(qmodel.named_modules())
+    assert report["3"].converted and report["3"].activation == "relu"  # depthwise: 8-bit weights, converted
+    with torch.no_grad():
+        assert sqnr_db(model(data[0]), qmodel(data[0])) > 30
+
+
+def test_gptq_rounding_stays_on_the_grid_and_lowers_the_output_error():
+    from edgeopt.nn._qparams import WEIGHT_MAX
+    from edgeopt.quantize import gptq_round
+
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(24, 200, generator=g)
+    x = torch.randn(3000, 200, generator=g) @ torch.randn(200, 200, generator=g) * 0.1 + 0.3  # correlated
+    q = gptq_round(weight, x.T @ x, WEIGHT_MAX)
+    scale = weight.abs().amax(1, keepdim=True) / WEIGHT_MAX
+    nearest = torch.round(weight / scale) * scale
+    torch.testing.assert_close(q / scale, torch.round(q / scale), atol=1e-4, rtol=0)
+    assert torch.equal(q.abs().amax(1), weight.abs().amax(1))  # the row maxima are pinned: same scales
+    error = lambda w: float(((x @ (w - weight).T) ** 2).mean())  # noqa: E731
+    assert error(q) < 0.7 * error(nearest)
+    linear = nn.Linear(200, 24)
+    linear.weight.data = q
+    torch.testing.assert_close(QuantLinear.from_float(linear).dequantized_weight(), q, atol=1e-6, rtol=0)
+
+
+def test_weight_rounding_option():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4))
+    data = batches((64, 32))
+    near, r_near = quantize(model, data, weight_rounding="nearest", progress=False)
+    gptq, r_gptq = quantize(model, data, progress=False)
+    assert r_near["0"].weight_rounding == "nearest" and r_gptq["0"].weight_rounding == "gptq"
+    from edgeopt.nn._qparams import quantize_weight_per_channel
+    q, scale = quantize_weight_per_channel(model[0].weight)
+    torch.testing.assert_close(near.get_submodule("0").dequantized_weight(), q.float() * scale[:, None])
+    assert r_gptq["0"].sqnr_db > r_near["0"].sqnr_db
+    with pytest.raises(ValueError, match="weight_rounding"):
+        quantize(model, data, weight_rounding="adaround", progress=False)
