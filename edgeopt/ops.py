@@ -130,3 +130,22 @@ def conv_output_shape(nhwc_shape, out_channels, kernel, stride, padding, dilatio
     oh = (h + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
     ow = (w + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
     return (n, oh, ow, out_channels)
+
+
+@torch.library.custom_op("edgeopt::maxpool2d_nhwc", mutates_args=())
+def maxpool2d_nhwc(x: torch.Tensor, kernel: list[int], stride: list[int], padding: list[int], dilation: list[int],
+                   ceil_mode: bool) -> torch.Tensor:
+    """NHWC max pooling of a float32 or uint8 tensor (torch's max_pool2d semantics)."""
+    from edgeopt.nn.pool import _maxpool_nhwc
+
+    return _maxpool_nhwc(x.contiguous(), kernel, stride, padding, dilation, ceil_mode)
+
+
+@maxpool2d_nhwc.register_fake
+def _(x, kernel, stride, padding, dilation, ceil_mode):
+    from edgeopt.nn.pool import pool_output_size
+
+    n, h, w, c = x.shape
+    oh = pool_output_size(h, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
+    ow = pool_output_size(w, kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
+    return x.new_empty((n, oh, ow, c))

@@ -4,6 +4,7 @@
 
 #include "config/cpu.h"
 #include "ukernels/f32gemm.h"
+#include "ukernels/maxpool.h"
 #include "ukernels/qdwconv.h"
 #include "ukernels/qgemm.h"
 
@@ -31,5 +32,14 @@ struct FloatGemmKernels {
 
 const FloatGemmKernels& float_gemm_kernels(Isa isa);
 inline const FloatGemmKernels& float_gemm_kernels() { return float_gemm_kernels(active_isa()); }
+
+// NHWC max pooling (ops/maxpool.h).
+struct PoolKernels {
+  U8MaxpoolFn u8_max;
+  F32MaxpoolFn f32_max;
+};
+
+const PoolKernels& pool_kernels(Isa isa);
+inline const PoolKernels& pool_kernels() { return pool_kernels(active_isa()); }
 
 }  // namespace edgeopt
