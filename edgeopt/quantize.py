@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
+import operator
 import sys
 import types
 from collections import Counter
@@ -41,6 +42,10 @@ from edgeopt.progress import Progress
 OBSERVERS = ("minmax", "percentile", "mse")
 # Measured on resnet18 and vgg_audio at batch 1 (bench/NOTES.md, "Issue 4 - quantize pass").
 U8_BETWEEN_LAYERS_DEFAULT = False
+# Quantized convs hand channels_last (NHWC) output to consumers that cannot tell the difference (other
+# quantized convs, elementwise ops, pooling, flatten): the kernels work in NHWC, and an NCHW hand-off
+# costs a transpose out of one layer and another into the next.
+CHANNELS_LAST_BETWEEN_LAYERS = True
 # Inputs kept per layer for the SQNR column (first calibration batch, first samples only: memory).
 SQNR_SAMPLES = 4
 MSE_BINS = 2048
@@ -75,6 +80,7 @@ class LayerReport:
     u8_output: bool = False                    # emits uint8 straight into the next quantized layer(s)
     u8_output_to: tuple[str, ...] = ()
     weight_rounding: str = "nearest"
+    channels_last_output: bool = False         # hands NHWC output to consumers that do not care
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -600,7 +606,8 @@ def quantize(model: nn.Module, calibration_data, *, observer: str = "percentile"
     if not (0.0 < float(percentile) <= 100.0):
         raise ValueError(f"edgeopt.quantize: percentile must be in (0, 100], got {percentile}")
     if weight_rounding not in WEIGHT_ROUNDINGS:
-        raise ValueError(f"edgeopt.quantize: weight_rounding must be one of {WEIGHT_ROUNDINGS}, got {weight_rounding!r}")
+        raise ValueError(f"edgeopt.quantize: weight_rounding must be one of {WEIGHT_ROUNDINGS}, "
+                         f"got {weight_rounding!r}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"edgeopt.quantize expects an nn.Module, got {type(model).__name__}")
     batches = _inputs(calibration_data)
@@ -700,6 +707,8 @@ def quantize(model: nn.Module, calibration_data, *, observer: str = "percentile"
     if gm is not None:
         gm.delete_all_unused_submodules()
         gm.recompile()
+        if CHANNELS_LAST_BETWEEN_LAYERS:
+            _link_channels_last(gm, layers)
         if u8_between_layers:
             _link_u8(gm, layers)
 
@@ -844,6 +853,66 @@ def _link_u8(gm: fx.GraphModule, layers: list[_Layer]) -> None:
         layer.quant.set_output_quant(scale, zero_point)
         layer.report.u8_output = True
         layer.report.u8_output_to = tuple(c.name for c in consumers)
+
+
+# Ops whose result has its input's memory format, and whose values do not depend on it.
+_FORMAT_PRESERVING_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
+                              nn.AdaptiveMaxPool2d, nn.Identity, nn.Dropout, nn.BatchNorm2d, nn.Conv2d,
+                              nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.GELU)
+_FORMAT_PRESERVING_FUNCTIONS = {operator.add, operator.iadd, operator.mul, operator.imul, torch.add, torch.mul,
+                                torch.relu, torch.relu_, F.relu, F.relu_, F.relu6, F.hardtanh, torch.clamp,
+                                torch.cat, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.silu, torch.sigmoid}
+_FORMAT_PRESERVING_METHODS = {"relu", "relu_", "clamp", "clamp_", "add", "add_", "mul", "mul_", "sigmoid"}
+# Ops whose result is the same whatever the input's memory format (torch copies where it must).
+_FORMAT_ABSORBING_FUNCTIONS = {torch.flatten, torch.reshape, torch.mean, getattr}
+_FORMAT_ABSORBING_METHODS = {"flatten", "reshape", "mean", "contiguous", "size", "dim"}
+
+
+def _layout_free(node: fx.Node, modules: dict[str, nn.Module], memo: dict) -> bool:
+    """True if every consumer of `node`, followed through format-preserving ops (quantized convs among
+    them), computes the same values whatever memory format `node` has, and none of it reaches the model's
+    output."""
+    if node in memo:
+        return memo[node]
+    memo[node] = False  # cycles cannot occur in an fx graph; this guards the recursion anyway
+    from edgeopt.nn import QuantLinear
+
+    QuantConv2d = _quant_conv_class()
+    ok = True
+    for user in node.users:
+        if user.op == "call_module":
+            m = modules.get(user.target)
+            if isinstance(m, (QuantLinear, nn.Flatten)):
+                continue
+            # a QuantConv2d returns the memory format it is given, as torch's own ops do
+            preserving = type(m) in _FORMAT_PRESERVING_MODULES or (
+                QuantConv2d is not None and isinstance(m, QuantConv2d))
+            ok = preserving and _layout_free(user, modules, memo)
+        elif user.op == "call_function":
+            if user.target in _FORMAT_ABSORBING_FUNCTIONS:
+                continue
+            ok = user.target in _FORMAT_PRESERVING_FUNCTIONS and _layout_free(user, modules, memo)
+        elif user.op == "call_method":
+            if user.target in _FORMAT_ABSORBING_METHODS:
+                continue
+            ok = user.target in _FORMAT_PRESERVING_METHODS and _layout_free(user, modules, memo)
+        else:  # the model's output, or anything unknown
+            ok = False
+        if not ok:
+            break
+    memo[node] = ok
+    return ok
+
+
+def _link_channels_last(gm: fx.GraphModule, layers: list[_Layer]) -> None:
+    QuantConv2d = _quant_conv_class()
+    modules = dict(gm.named_modules())
+    memo: dict = {}
+    for layer in layers:
+        if layer.node is not None and QuantConv2d is not None and isinstance(layer.quant, QuantConv2d):
+            if _layout_free(layer.node, modules, memo):
+                layer.quant.channels_last_output = True
+                layer.report.channels_last_output = True
 
 
 def sqnr_db(ref: torch.Tensor, test: torch.Tensor) -> float:

@@ -470,3 +470,34 @@ def test_weight_rounding_option():
     assert r_gptq["0"].sqnr_db > r_near["0"].sqnr_db
     with pytest.raises(ValueError, match="weight_rounding"):
         quantize(model, data, weight_rounding="adaround", progress=False)
+
+
+class ViewAfterConv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, padding=1)
+        self.c = nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8 * 4 * 4, 2)
+
+    def forward(self, x):
+        y = self.b(torch.relu(self.a(x)))
+        z = self.c(y)
+        return self.fc(z.view(z.shape[0], -1)), y  # .view needs NCHW strides; y is a model output
+
+
+@needs_conv
+def test_channels_last_hand_off_only_where_no_one_can_tell():
+    model = ViewAfterConv().eval()
+    data = batches((2, 3, 4, 4))
+    qmodel, report = quantize(model, data, u8_between_layers=True, progress=False)
+    assert not report["a"].channels_last_output  # b returns the format it gets, and b feeds the output
+    assert report["a"].u8_output and report["a"].u8_output_to == ("b",)
+    assert not report["b"].channels_last_output and not report["b"].u8_output  # feeds the output and c
+    assert not report["c"].channels_last_output  # .view
+    with torch.no_grad():
+        out, y = qmodel(data[0])
+        ref_out, ref_y = model(data[0])
+    assert y.is_contiguous() and y.dtype == torch.float32 and sqnr_db(ref_y, y) > 25
+    resnet, r = quantize(get_model("resnet10_cifar_slim"), batches((1, 3, 32, 32), n=1), progress=False)
+    assert all(layer.channels_last_output for layer in r if layer.kind.startswith("Conv"))
