@@ -35,8 +35,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
 
 from edgeopt.nn._qparams import WEIGHT_MAX
+from edgeopt.nn.pool import MaxPool2d as EdgeoptMaxPool2d
 from edgeopt.progress import Progress
 
 OBSERVERS = ("minmax", "percentile", "mse")
@@ -46,6 +48,9 @@ U8_BETWEEN_LAYERS_DEFAULT = False
 # quantized convs, elementwise ops, pooling, flatten): the kernels work in NHWC, and an NCHW hand-off
 # costs a transpose out of one layer and another into the next.
 CHANNELS_LAST_BETWEEN_LAYERS = True
+# `act(conv(x) + r)` (a ResNet block's end) becomes one QuantConv2d call with `residual=r`: the add and the
+# activation run in the conv's epilogue instead of two more passes over the activation in torch.
+FUSE_RESIDUAL_ADD = True
 # Inputs kept per layer for the SQNR column (first calibration batch, first samples only: memory).
 SQNR_SAMPLES = 4
 MSE_BINS = 2048
@@ -81,6 +86,7 @@ class LayerReport:
     u8_output_to: tuple[str, ...] = ()
     weight_rounding: str = "nearest"
     channels_last_output: bool = False         # hands NHWC output to consumers that do not care
+    residual_add: bool = False                 # `act(out + residual)` computed in the layer's epilogue
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -249,6 +255,7 @@ class _Layer:
     quant: nn.Module | None = None
     report: LayerReport | None = None
     keep_float: str = ""                       # why it stays float (BN still folded) although it could convert
+    add_node: fx.Node | None = None            # `out + residual` fused into the conv (FUSE_RESIDUAL_ADD)
 
 
 def _kind(m: nn.Module) -> str:
@@ -637,7 +644,10 @@ def quantize(model: nn.Module, calibration_data, *, observer: str = "percentile"
                    if weight_rounding == "gptq" and name not in keep_float and _gptq_applies(modules[name])]
     stats = _calibrate(root, batches, targets, modules, observer, float(percentile), progress, hessian_for)
     with torch.no_grad():
-        reference = root(batches[0])
+        if gm is not None:  # the reference output, and every node's shape for the residual fusion
+            reference = ShapeProp(gm).propagate(batches[0])
+        else:
+            reference = root(batches[0])
 
     QuantConv2d = _quant_conv_class()
     from edgeopt.nn import QuantLinear
@@ -645,6 +655,8 @@ def quantize(model: nn.Module, calibration_data, *, observer: str = "percentile"
     _check_calibrated(layers, stats)
     if gm is not None:
         _plan_fusion(gm, layers, modules, stats)
+        if FUSE_RESIDUAL_ADD:
+            _plan_residual(layers, modules)
     for layer in layers:
         if layer.convertible and isinstance(layer.module, nn.Conv2d) and QuantConv2d is None:
             layer.convertible, layer.reason = False, "edgeopt.nn.QuantConv2d is not available in this build"
@@ -659,7 +671,7 @@ def quantize(model: nn.Module, calibration_data, *, observer: str = "percentile"
         layer.folded = folded
         if layer.keep_float:
             # float, BatchNorm folded in; its activation stays a separate node
-            layer.quant, layer.act, layer.act_node = folded.eval(), None, None
+            layer.quant, layer.act, layer.act_node, layer.add_node = folded.eval(), None, None, None
             layer.reason, layer.report.folded_bn = layer.keep_float, layer.bn_name
             continue
         lo, hi = _input_range(s, observer, float(percentile))
@@ -673,12 +685,13 @@ def quantize(model: nn.Module, calibration_data, *, observer: str = "percentile"
             layer.quant = cls.from_float(rounded, mode="static", input_range=(lo, hi), activation=layer.act).eval()
         except (ValueError, TypeError) as exc:  # e.g. NaN weights, padding="same" with an even kernel
             layer.convertible, layer.reason = False, f"{cls.__name__}.from_float refused it: {exc}"
-            layer.bn_name = layer.bn_node = layer.act = layer.act_node = None
+            layer.bn_name = layer.bn_node = layer.act = layer.act_node = layer.add_node = None
             continue
         layer.report.input_range = (lo, hi)
         layer.report.observed_min_max = (s.lo, s.hi)
         layer.report.activation = layer.act
         layer.report.folded_bn = layer.bn_name
+        layer.report.residual_add = layer.add_node is not None
         layer.report.converted = True
         if s.sample is not None:
             with torch.no_grad():
@@ -697,10 +710,25 @@ def quantize(model: nn.Module, calibration_data, *, observer: str = "percentile"
             if layer.bn_node is not None:
                 layer.bn_node.replace_all_uses_with(layer.node)
                 gm.graph.erase_node(layer.bn_node)
+            if layer.add_node is not None:
+                # one call at the add's place (where both inputs exist): conv(x, residual)
+                # the other operand as it is now (a BatchNorm folded since planning is gone from the graph)
+                residual = [a for a in layer.add_node.args if a is not layer.node][0]
+                with gm.graph.inserting_before(layer.add_node):
+                    fused = gm.graph.call_module(layer.name, (layer.node.args[0], residual))
+                layer.add_node.replace_all_uses_with(fused)
+                gm.graph.erase_node(layer.add_node)
+                gm.graph.erase_node(layer.node)
+                layer.node = fused
             if layer.act_node is not None:
                 layer.act_node.replace_all_uses_with(layer.node)
                 gm.graph.erase_node(layer.act_node)
         gm.graph.lint()
+        pools = [n for n in gm.graph.nodes if n.op == "call_module" and type(modules.get(n.target)) is nn.MaxPool2d]
+        for node in pools:
+            pool = modules[node.target]
+            if not pool.return_indices:
+                _set_submodule(root, node.target, EdgeoptMaxPool2d.from_float(pool))
     for layer in layers:
         if layer.quant is not None:
             _set_submodule(root, layer.name, layer.quant)
@@ -831,32 +859,85 @@ def _plan_fusion(gm: fx.GraphModule, layers: list[_Layer], modules, stats) -> No
                 layer.act, layer.act_node = act, users[0]
 
 
+_ADDS = (operator.add, operator.iadd, torch.add)
+
+
+def _plan_residual(layers: list[_Layer], modules) -> None:
+    """`act(conv(x) + r)` -> conv(x, residual=r) with act fused, for convs with nothing fused after them
+    yet whose output goes only into one same-shape float32 add (for `conv_a(x) + conv_b(y)`, the first)."""
+    claimed = set()
+    for layer in layers:
+        if (not layer.convertible or layer.keep_float or layer.node is None or layer.act is not None
+                or not isinstance(layer.module, nn.Conv2d)):
+            continue
+        out = layer.bn_node or layer.node
+        users = list(out.users)
+        if len(users) != 1:
+            continue
+        add = users[0]
+        if (add in claimed or add.op != "call_function" or add.target not in _ADDS or add.kwargs
+                or len(add.args) != 2):
+            continue
+        others = [a for a in add.args if a is not out]
+        if len(others) != 1 or not isinstance(others[0], fx.Node):
+            continue
+        other = others[0]
+        meta_out, meta_other = out.meta.get("tensor_meta"), other.meta.get("tensor_meta")
+        if (meta_out is None or meta_other is None or getattr(meta_other, "dtype", None) != torch.float32
+                or tuple(meta_out.shape) != tuple(meta_other.shape)):
+            continue
+        layer.add_node = add
+        claimed.add(add)
+        after = list(add.users)
+        if len(after) == 1 and after[0].args and after[0].args[0] is add:
+            act = _activation_of(after[0], modules)
+            if act is not None:
+                layer.act, layer.act_node = act, after[0]
+
+
 def _link_u8(gm: fx.GraphModule, layers: list[_Layer]) -> None:
-    """Conv -> conv edges where the producer can emit uint8 in the consumer's input parameters."""
-    by_name = {layer.name: layer for layer in layers if layer.quant is not None}
+    """Conv -> conv edges (possibly through max-pools, which commute with uint8 quantization) where the
+    producer can emit uint8 in the parameters its consumers quantize their input with."""
     QuantConv2d = _quant_conv_class()
     if QuantConv2d is None:
         return
-    for layer in by_name.values():
-        if layer.node is None or not isinstance(layer.quant, QuantConv2d):
+    convs = {layer.name: layer for layer in layers if isinstance(layer.quant, QuantConv2d)}
+    modules = dict(gm.named_modules())
+
+    def consumers(node: fx.Node) -> list[_Layer] | None:
+        found = []
+        for user in node.users:
+            m = modules.get(user.target) if user.op == "call_module" else None
+            if user.kwargs or not user.args or user.args[0] is not node or node in user.args[1:]:
+                return None
+            if isinstance(m, QuantConv2d) and user.target in convs:
+                found.append(convs[user.target])
+            elif isinstance(m, EdgeoptMaxPool2d) and len(user.args) == 1:
+                below = consumers(user)
+                if below is None:
+                    return None
+                found += below
+            else:
+                return None
+        return found or None
+
+    for layer in convs.values():
+        if layer.node is None:
             continue
-        users = list(layer.node.users)
-        consumers = [by_name.get(u.target) if u.op == "call_module" else None for u in users]
-        if not users or any(c is None or not isinstance(c.quant, QuantConv2d) for c in consumers):
+        found = consumers(layer.node)
+        if not found:
             continue
-        if any(u.args[0] is not layer.node or len(u.args) != 1 or u.kwargs for u in users):
-            continue
-        params = {(float(c.quant.input_scale), int(c.quant.input_zero_point)) for c in consumers}
+        params = {(float(c.quant.input_scale), int(c.quant.input_zero_point)) for c in found}
         if len(params) != 1:
             continue
         scale, zero_point = params.pop()
         layer.quant.set_output_quant(scale, zero_point)
         layer.report.u8_output = True
-        layer.report.u8_output_to = tuple(c.name for c in consumers)
+        layer.report.u8_output_to = tuple(c.name for c in found)
 
 
 # Ops whose result has its input's memory format, and whose values do not depend on it.
-_FORMAT_PRESERVING_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
+_FORMAT_PRESERVING_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.MaxPool2d, EdgeoptMaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
                               nn.AdaptiveMaxPool2d, nn.Identity, nn.Dropout, nn.BatchNorm2d, nn.Conv2d,
                               nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.GELU)
 _FORMAT_PRESERVING_FUNCTIONS = {operator.add, operator.iadd, operator.mul, operator.imul, torch.add, torch.mul,

@@ -274,9 +274,13 @@ def test_resnet_conversion_report_and_numerics():
     for r in report:
         assert r.sqnr_db > 25, r
         assert r.input_range[0] <= 0.0 <= r.input_range[1]
-    # the folded BatchNorms and the fused ReLUs are gone; the ReLU after the residual add stays
+    # the folded BatchNorms and the fused ReLUs are gone, the residual adds and the ReLUs after them are in
+    # the convs' epilogues
     names = dict(qmodel.named_modules())
-    assert "bn1" not in names and "layer1.0.bn2" not in names and "layer1.0.relu" in names
+    assert "bn1" not in names and "layer1.0.bn2" not in names and "layer1.0.relu" not in names
+    for block in ("layer1.0", "layer2.0", "layer3.0", "layer4.0"):
+        assert report[f"{block}.conv2"].residual_add and report[f"{block}.conv2"].activation == "relu"
+    assert not any(n.op == "call_function" for n in qmodel.graph.nodes if "add" in n.name)
     with torch.no_grad():
         ref, out = model(data[0]), qmodel(data[0])
     assert report.model_sqnr_db == pytest.approx(sqnr_db(ref, out))
@@ -501,3 +505,46 @@ def test_channels_last_hand_off_only_where_no_one_can_tell():
     assert y.is_contiguous() and y.dtype == torch.float32 and sqnr_db(ref_y, y) > 25
     resnet, r = quantize(get_model("resnet10_cifar_slim"), batches((1, 3, 32, 32), n=1), progress=False)
     assert all(layer.channels_last_output for layer in r if layer.kind.startswith("Conv"))
+
+
+@needs_conv
+def test_residual_add_fusion_matches_the_unfused_graph(monkeypatch):
+    import edgeopt.quantize as module
+
+    torch.manual_seed(0)
+    model = randomize_bn(get_model("resnet10_cifar_slim"))
+    data = batches((2, 3, 32, 32))
+    fused, report = quantize(model, data, weight_rounding="nearest", progress=False)
+    monkeypatch.setattr(module, "FUSE_RESIDUAL_ADD", False)
+    plain, plain_report = quantize(model, data, weight_rounding="nearest", progress=False)
+    assert not any(r.residual_add for r in plain_report) and plain_report["layer1.0.conv2"].activation is None
+    assert "layer1.0.relu" in dict(plain.named_modules())  # the shared ReLU after the add is not fusable
+    with torch.no_grad():
+        x = torch.randn(2, 3, 32, 32)
+        assert sqnr_db(plain(x), fused(x)) > 80  # same arithmetic, only float rounding order differs
+
+
+class TwoBranches(nn.Module):
+    """conv_a(x) + conv_b(x): one add claimed by one conv only; a residual of another shape is not fused."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(4, 8, 3, padding=1)
+        self.b = nn.Conv2d(4, 8, 1)
+        self.c = nn.Conv2d(8, 8, 1)
+        self.bias = nn.Parameter(torch.randn(8, 1, 1))
+
+    def forward(self, x):
+        y = torch.relu(self.a(x) + self.b(x))
+        return self.c(y) + self.bias  # broadcast add: left alone
+
+
+@needs_conv
+def test_residual_fusion_claims_each_add_once_and_needs_equal_shapes():
+    model = TwoBranches().eval()
+    data = batches((2, 4, 6, 6))
+    qmodel, report = quantize(model, data, progress=False)
+    assert [report[n].residual_add for n in "abc"] == [True, False, False]
+    assert report["a"].activation == "relu"
+    with torch.no_grad():
+        assert sqnr_db(model(data[0]), qmodel(data[0])) > 30
