@@ -45,6 +45,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="subset of: " + ", ".join(VARIANTS))
     parser.add_argument("--clock", choices=("wall", "thread"), default=None,
                         help="wall: perf_counter; thread: this thread's CPU time (1 thread only; unaffected by "
                              "waiting for a core on a loaded machine). Default: thread with 1 thread, else wall")
@@ -64,33 +65,36 @@ def main() -> int:
           f"{meta.get('torch_cpu_capability')}, {args.rounds} rounds x {args.repeats} calls (median of medians)")
     for name in args.models.split(","):
         torch.manual_seed(0)
+        links = 0
         shape = SHAPES[name]
         model = get_model(name).eval()
         calib = [torch.randn(*shape) for _ in range(4)]
         built = {"fp32 eager": model}
-        for label, (channels_last, residual, u8) in VARIANTS.items():
+        for label in args.variants.split(","):
+            channels_last, residual, u8 = VARIANTS[label]
             quantize_module.CHANNELS_LAST_BETWEEN_LAYERS = channels_last
             quantize_module.FUSE_RESIDUAL_ADD = residual
             built[label], report = edgeopt.quantize(model, calib, u8_between_layers=u8, weight_rounding="nearest",
                                                     progress=False)
-            if label == "nhwc u8 +res":
-                links = sum(r.u8_output for r in report)
-                convs = sum(r.converted and r.kind.startswith("Conv") for r in report)
+            links = max(links, sum(r.u8_output for r in report))
+            convs = sum(r.converted and r.kind.startswith("Conv") for r in report)
         quantize_module.CHANNELS_LAST_BETWEEN_LAYERS = quantize_module.FUSE_RESIDUAL_ADD = True
         x = torch.randn(*shape)
         with torch.no_grad():
             outs = {label: m(x) for label, m in built.items() if label != "fp32 eager"}
-        worst = min(quantize_module.sqnr_db(outs["nchw f32"], o) for o in outs.values())
+        first = next(iter(outs.values()))
+        worst = min(quantize_module.sqnr_db(first, o) for o in outs.values())
         for m in built.values():  # warm-up
             time_once(m, x, 3, clock)
         rounds = {label: [] for label in built}
         for _ in range(args.rounds):
             for label, m in built.items():
                 rounds[label].append(time_once(m, x, args.repeats, clock))
-        base = statistics.median(rounds["nchw f32"])
+        base_label = next(label for label in rounds if label != "fp32 eager")
+        base = statistics.median(rounds[base_label])
         print(f"\n{name} {shape}: {links} of {convs} quantized convs can hand uint8 on; int8 variants agree to "
               f"{worst:.0f} dB or better (inf = identical)")
-        print("| variant | median ms | vs nchw f32 | spread (IQR) ms |")
+        print(f"| variant | median ms | vs {base_label} | spread (IQR) ms |")
         print("|---|---|---|---|")
         for label, values in rounds.items():
             med = statistics.median(values)

@@ -43,7 +43,7 @@ from edgeopt.progress import Progress
 
 OBSERVERS = ("minmax", "percentile", "mse")
 # Measured on resnet18 and vgg_audio at batch 1 (bench/NOTES.md, "Issue 4 - quantize pass").
-U8_BETWEEN_LAYERS_DEFAULT = False
+U8_BETWEEN_LAYERS_DEFAULT = True
 # Quantized convs hand channels_last (NHWC) output to consumers that cannot tell the difference (other
 # quantized convs, elementwise ops, pooling, flatten): the kernels work in NHWC, and an NCHW hand-off
 # costs a transpose out of one layer and another into the next.
