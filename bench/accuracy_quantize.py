@@ -45,7 +45,8 @@ def main() -> int:
     parser.add_argument("--observers", default="minmax,percentile")
     parser.add_argument("--percentile", type=float, default=99.99)
     parser.add_argument("--calib", type=int, default=512, help="calibration samples from the training split")
-    parser.add_argument("--u8", action="store_true", help="also evaluate with u8_between_layers=True")
+    parser.add_argument("--both-handoffs", action="store_true",
+                        help="evaluate with u8_between_layers both on and off (default: the pass's default only)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -53,6 +54,7 @@ def main() -> int:
     edgeopt.set_num_threads(args.threads)
 
     results = {"isa": edgeopt.isa(), "threads": args.threads, "calibration_samples": args.calib,
+               "weight_rounding": "gptq (default)",
                "torch": torch.__version__, "models": []}
     rows = []
     for name in args.models.split(","):
@@ -69,9 +71,10 @@ def main() -> int:
               f"{100 * meta.get('test_accuracy', float('nan')):.2f}%), data loaded and evaluated in "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
         entry = {"model": name, "task": task.name, "test_samples": len(labels), "fp32_accuracy": fp32, "int8": []}
-        variants = [(obs, False) for obs in args.observers.split(",")]
-        if args.u8:
-            variants += [(obs, True) for obs in args.observers.split(",")]
+        default_u8 = edgeopt.quantize.U8_BETWEEN_LAYERS_DEFAULT
+        variants = [(obs, default_u8) for obs in args.observers.split(",")]
+        if args.both_handoffs:
+            variants += [(obs, not default_u8) for obs in args.observers.split(",")]
         for observer, u8 in variants:
             t0 = time.perf_counter()
             qmodel, report = edgeopt.quantize(model, calib, observer=observer, percentile=args.percentile,
@@ -81,7 +84,8 @@ def main() -> int:
             acc = float((out.argmax(1) == labels).float().mean())
             agree = float((out.argmax(1) == ref.argmax(1)).float().mean())
             layer_sqnr = [r.sqnr_db for r in report.converted if r.sqnr_db is not None]
-            label = observer + (f" {args.percentile}" if observer == "percentile" else "") + (" +u8" if u8 else "")
+            label = observer + (f" {args.percentile}" if observer == "percentile" else "") + (
+                "" if u8 == default_u8 else (" u8 hand-off" if u8 else " f32 hand-off"))
             res = {"observer": observer, "percentile": args.percentile if observer == "percentile" else None,
                    "u8_between_layers": u8, "accuracy": acc, "agreement": agree, "delta_points": 100 * (acc - fp32),
                    "converted": f"{len(report.converted)}/{len(report)}", "quantize_seconds": seconds,
@@ -93,7 +97,7 @@ def main() -> int:
             print(f"  int8 [{label}]: {100 * acc:.2f}% ({res['delta_points']:+.2f} pt), agreement {100 * agree:.2f}%, "
                   f"{res['converted']} layers int8, min layer SQNR {res['min_layer_sqnr_db']:.1f} dB, "
                   f"quantize {seconds:.1f} s", flush=True)
-            if observer == args.observers.split(",")[0] and not u8:
+            if observer == args.observers.split(",")[0] and u8 == default_u8:
                 print(str(report))
         results["models"].append(entry)
 

@@ -135,7 +135,9 @@ class QuantizeReport:
     def __str__(self) -> str:
         obs = f"percentile {self.percentile}" if self.observer == "percentile" else self.observer
         mode = "torch.fx graph" if self.traced else "leaf modules only (not traceable: no BN folding or fusion)"
-        lines = [f"edgeopt.quantize: {len(self.converted)}/{len(self.layers)} layers int8, observer {obs}, "
+        gptq = sum(r.weight_rounding == "gptq" for r in self.layers)
+        lines = [f"edgeopt.quantize: {len(self.converted)}/{len(self.layers)} layers int8 ({gptq} with GPTQ "
+                 f"weight rounding), observer {obs}, "
                  f"{self.calibration_samples} calibration samples in {self.calibration_batches} batches, {mode}"]
         if self.trace_error:
             lines.append(f"  trace error: {self.trace_error}")
@@ -148,8 +150,12 @@ class QuantizeReport:
             notes = []
             if r.folded_bn:
                 notes.append(f"+{r.folded_bn}")
+            if r.residual_add:
+                notes.append("+residual add")
             if r.u8_output:
                 notes.append("u8 out")
+            elif r.channels_last_output:
+                notes.append("NHWC out")
             if r.reason:
                 notes.append(r.reason)
             rows.append((r.name, r.kind, "yes" if r.converted else "no", act,
@@ -937,9 +943,9 @@ def _link_u8(gm: fx.GraphModule, layers: list[_Layer]) -> None:
 
 
 # Ops whose result has its input's memory format, and whose values do not depend on it.
-_FORMAT_PRESERVING_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.MaxPool2d, EdgeoptMaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
-                              nn.AdaptiveMaxPool2d, nn.Identity, nn.Dropout, nn.BatchNorm2d, nn.Conv2d,
-                              nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.GELU)
+_FORMAT_PRESERVING_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.MaxPool2d, EdgeoptMaxPool2d, nn.AvgPool2d,
+                              nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Identity, nn.Dropout, nn.BatchNorm2d,
+                              nn.Conv2d, nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.GELU)
 _FORMAT_PRESERVING_FUNCTIONS = {operator.add, operator.iadd, operator.mul, operator.imul, torch.add, torch.mul,
                                 torch.relu, torch.relu_, F.relu, F.relu_, F.relu6, F.hardtanh, torch.clamp,
                                 torch.cat, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.silu, torch.sigmoid}

@@ -548,3 +548,24 @@ def test_residual_fusion_claims_each_add_once_and_needs_equal_shapes():
     assert report["a"].activation == "relu"
     with torch.no_grad():
         assert sqnr_db(model(data[0]), qmodel(data[0])) > 30
+
+
+@needs_conv
+def test_u8_hand_off_through_max_pools_is_exact():
+    from edgeopt.nn import MaxPool2d
+
+    torch.manual_seed(0)
+    model = randomize_bn(get_model("vgg_audio_small"))  # [16, M, 32, 32, M, 64, 64, M, 128, M]
+    data = batches((2, 1, 32, 32))
+    u8, report = quantize(model, data, weight_rounding="nearest", progress=False)
+    f32, report_f32 = quantize(model, data, weight_rounding="nearest", u8_between_layers=False, progress=False)
+    links = {r.name: r.u8_output_to for r in report if r.u8_output}
+    # features.0 (one input channel) stays float; 4 -> 7 and 11 -> 14 directly, 7 -> 11 and 14 -> 18 through
+    # max-pools; 18 feeds the last max-pool and the average pool: float
+    assert links == {"features.4": ("features.7",), "features.7": ("features.11",), "features.11": ("features.14",),
+                     "features.14": ("features.18",)}
+    assert not any(r.u8_output for r in report_f32) and report.u8_between_layers
+    assert all(isinstance(m, MaxPool2d) for m in u8.modules() if isinstance(m, nn.MaxPool2d))
+    with torch.no_grad():
+        x = torch.randn(3, 1, 32, 32)
+        assert torch.equal(u8(x), f32(x))
