@@ -7,14 +7,19 @@ The pass, in order:
 1. traces the model with torch.fx (falls back to swapping leaf modules, without folding or fusion, when
    the model is not traceable; the report says why);
 2. runs the calibration data through the float model once (min/max, element counts, one batch of each
-   layer's input for the SQNR column), and once more for the outlier-robust observers;
+   layer's input for the SQNR column, E[x x^T] of each layer's input for the weight rounding), and once
+   more for the outlier-robust observers;
 3. folds BatchNorm2d into the Conv2d it directly follows (BatchNorm1d into a 2-D Linear), and fuses a
    ReLU / ReLU6 / hardtanh / clamp into the layer when the graph shows it consumes that layer's output
-   alone (a ReLU module reused after a residual add is left where it is);
-4. swaps nn.Conv2d -> edgeopt.nn.QuantConv2d and nn.Linear -> edgeopt.nn.QuantLinear (static mode, the
-   observed input range), leaving in float what it cannot convert, with the reason in the report;
-5. optionally (`u8_between_layers`) lets a conv whose output feeds only other quantized convs emit uint8
-   in their input parameters, skipping a float round trip.
+   alone; a ReLU after a residual add (ResNet's shared `relu` module applied to `out + identity`) consumes
+   the sum, so it is fused only together with the add: `act(conv(x) + r)` becomes one QuantConv2d call
+   with the add in its epilogue (FUSE_RESIDUAL_ADD);
+4. rounds each layer's 7-bit weights to minimise its output error on the calibration inputs (GPTQ) and
+   swaps nn.Conv2d -> edgeopt.nn.QuantConv2d, nn.Linear -> edgeopt.nn.QuantLinear (static mode, the
+   observed input range), nn.MaxPool2d -> edgeopt.nn.MaxPool2d, leaving in float what it cannot or should
+   not convert, with the reason in the report;
+5. hands activations from one quantized conv to the next channels-last, and (`u8_between_layers`) as
+   uint8 in the consumer's input parameters where a conv feeds only quantized convs (through max-pools).
 
 With tracing, the result is a torch.fx.GraphModule (an nn.Module: submodule names, state_dict keys,
 torch.save/torch.load all work as for the original). To rebuild a saved state_dict, quantize a freshly
