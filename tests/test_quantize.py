@@ -569,3 +569,24 @@ def test_u8_hand_off_through_max_pools_is_exact():
     with torch.no_grad():
         x = torch.randn(3, 1, 32, 32)
         assert torch.equal(u8(x), f32(x))
+
+
+def test_a_float_stem_hands_channels_last_to_the_quantized_layers_after_it():
+    torch.manual_seed(0)
+    model = randomize_bn(nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                                       nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+                                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3)))
+    data = batches((2, 1, 8, 12))
+    qmodel, report = quantize(model, data, progress=False)
+    assert not report["0"].converted and report["0"].channels_last_output
+    seen = {}
+
+    def record(_module, args):
+        seen["pool_input_nhwc"] = args[0].is_contiguous(memory_format=torch.channels_last)
+
+    qmodel.get_submodule("3").register_forward_pre_hook(record)
+    with torch.no_grad():
+        out = qmodel(data[0])
+        assert sqnr_db(model(data[0]), out) > 25
+    assert seen["pool_input_nhwc"]
+    assert out.is_contiguous()  # the model's output is what it was
