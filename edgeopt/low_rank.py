@@ -10,6 +10,11 @@ With conv="tucker2" or conv="separable", nn.Conv2d layers (groups=1, k > 1) are 
 plain PyTorch convolutions (no edgeopt kernel yet): Tucker-2 (HOSVD: 1x1 Cin->R_in, kxk core R_in->R_out,
 1x1 R_out->Cout) or spatially separable (kx1 Cin->R, then 1xk R->Cout). Conv ranks follow the same
 rank fraction / energy / speedup rule; an integer rank= applies to Linear layers only.
+
+Fine-tuning: with trainable=True the LowRankLinear layers carry float parameters (U, V^T, bias) and train
+as two plain matmuls in training mode, while eval mode runs the fused kernel on buffers repacked from the
+parameters; `freeze(model)` packs them for good and drops the parameters. The conv factorizations are
+plain torch convolutions and train as they are.
 """
 from __future__ import annotations
 
@@ -94,14 +99,17 @@ def _input_rows(model: nn.Module, linears: dict[str, nn.Linear], example_input) 
 def low_rank(model: nn.Module, rank: int | float | None = None, energy: float | None = None,
              speedup: float | None = None, *, weight_dtype: str = "fp32", example_input=None,
              measure: bool = True, min_gain: float = 1.05, repeats: int = 7,
-             skip: Iterable[str] = (), conv: str | None = None) -> tuple[nn.Module, list[LowRankReport]]:
+             skip: Iterable[str] = (), conv: str | None = None,
+             trainable: bool = False) -> tuple[nn.Module, list[LowRankReport]]:
     """Factorize the nn.Linear layers of `model` in place; returns (model, per-layer report).
 
     Exactly one of rank (int, or fraction of min(in, out)), energy (fraction of sum(s^2) kept) or
     speedup (MAC-ratio target) chooses each layer's rank. With measure=True (default), each layer is
     timed as it is and factorized on inputs of the shape it sees for `example_input` (a model input, or a
     tuple of inputs; default: one row per layer), and replaced only if the factorized layer is at least
-    `min_gain` times faster. measure=False replaces every layer whose MACs go down.
+    `min_gain` times faster. measure=False replaces every layer whose MACs go down. trainable=True makes
+    the new LowRankLinear layers fine-tunable (float parameters; see `freeze` for after the fine-tuning);
+    each new layer takes the training mode of the layer it replaces.
     """
     if sum(v is not None for v in (rank, energy, speedup)) != 1:
         raise ValueError("edgeopt low_rank: give exactly one of rank=, energy= or speedup=")
@@ -139,7 +147,7 @@ def low_rank(model: nn.Module, rank: int | float | None = None, energy: float | 
         if r < 1 or r * (k + n) >= macs:
             report.append(entry(r, False, "no MAC saving at this rank"))
             continue
-        candidate = LowRankLinear.from_float(linear, rank=r, weight_dtype=weight_dtype)
+        candidate = LowRankLinear.from_float(linear, rank=r, weight_dtype=weight_dtype, trainable=trainable).eval()
         err = float(torch.linalg.matrix_norm(candidate.weight_float().double() - w) / max(math.sqrt(total), 1e-300))
         dense_us = lr_us = math.nan
         if measure:
@@ -150,7 +158,7 @@ def low_rank(model: nn.Module, rank: int | float | None = None, energy: float | 
                 report.append(entry(r, False, f"not faster when measured ({lr_us:.1f} vs {dense_us:.1f} us)", err,
                                     dense_us, lr_us))
                 continue
-        _set_submodule(model, name, candidate)
+        _set_submodule(model, name, candidate.train(linear.training))
         report.append(entry(r, True, "", err, dense_us, lr_us))
     return model, report
 
@@ -322,6 +330,15 @@ def format_report(report: Sequence[LowRankReport]) -> str:
     lines.append(f"\nMACs (Linear: per input row; Conv2d: per input): {before} -> {after} "
                  f"({before / max(after, 1):.2f}x fewer)")
     return "\n".join(lines)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """After fine-tuning: packs every trainable LowRankLinear's float parameters into its fused-kernel
+    buffers and removes the parameters (the layers become inference-only). Returns the model."""
+    for m in model.modules():
+        if isinstance(m, LowRankLinear):
+            m.freeze()
+    return model
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:

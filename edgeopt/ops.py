@@ -106,18 +106,20 @@ def _(x, packed_v, packed_u, out_features, out_min, out_max):
 def quant_conv2d(x: torch.Tensor, packed_weight: torch.Tensor, out_channels: int, kernel: list[int],
                  stride: list[int], padding: list[int], dilation: list[int], groups: int, dynamic: bool,
                  x_scale: float, x_zero_point: int, out_min: float, out_max: float, out_scale: float,
-                 out_zero_point: int, out_uint8: bool) -> torch.Tensor:
-    """NHWC (N, H, W, C) float32 (or uint8 with x_scale/x_zero_point) -> NHWC (N, OH, OW, out_channels)."""
+                 out_zero_point: int, out_uint8: bool, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """NHWC (N, H, W, C) float32 (or uint8 with x_scale/x_zero_point) -> NHWC (N, OH, OW, out_channels);
+    residual: optional float32 NHWC tensor of the output's shape added before the clamp."""
     out = torch.empty(conv_output_shape(x.shape, out_channels, kernel, stride, padding, dilation),
                       dtype=torch.uint8 if out_uint8 else torch.float32)
     _C.qconv2d(x.detach().numpy(), packed_weight.numpy(), out.numpy(), kernel, stride, padding, dilation, groups,
-               dynamic, x_scale, x_zero_point, out_min, out_max, out_scale, out_zero_point, get_num_threads())
+               dynamic, x_scale, x_zero_point, out_min, out_max, out_scale, out_zero_point, get_num_threads(),
+               None if residual is None else residual.detach().numpy())
     return out
 
 
 @quant_conv2d.register_fake
 def _(x, packed_weight, out_channels, kernel, stride, padding, dilation, groups, dynamic, x_scale, x_zero_point,
-      out_min, out_max, out_scale, out_zero_point, out_uint8):
+      out_min, out_max, out_scale, out_zero_point, out_uint8, residual=None):
     torch._check(x.dim() == 4, lambda: "edgeopt::quant_conv2d expects an NHWC 4-D input")
     return x.new_empty(conv_output_shape(x.shape, out_channels, kernel, stride, padding, dilation),
                        dtype=torch.uint8 if out_uint8 else torch.float32)
@@ -128,6 +130,26 @@ def conv_output_shape(nhwc_shape, out_channels, kernel, stride, padding, dilatio
     oh = (h + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
     ow = (w + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
     return (n, oh, ow, out_channels)
+
+
+@torch.library.custom_op("edgeopt::maxpool2d_nhwc", mutates_args=())
+def maxpool2d_nhwc(x: torch.Tensor, kernel: list[int], stride: list[int], padding: list[int], dilation: list[int],
+                   ceil_mode: bool) -> torch.Tensor:
+    """NHWC max pooling of a float32 or uint8 tensor (torch's max_pool2d semantics)."""
+    from edgeopt.nn.pool import _maxpool_nhwc
+
+    return _maxpool_nhwc(x.contiguous(), kernel, stride, padding, dilation, ceil_mode)
+
+
+@maxpool2d_nhwc.register_fake
+def _(x, kernel, stride, padding, dilation, ceil_mode):
+    from edgeopt.nn.pool import pool_output_size
+
+    n, h, w, c = x.shape
+    oh = pool_output_size(h, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
+    ow = pool_output_size(w, kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
+    return x.new_empty((n, oh, ow, c))
+
 
 # --- block-sparse layers (issue 5): fp32 and int8 weights in the packed block-sparse layouts ---
 

@@ -56,6 +56,8 @@ GEMM_CASES = [
     (1, 1, 1, 4, 3, 3, 1, 3, 1, 1),       # padding larger than the kernel overlap
     (1, 2, 3, 33, 65, (3, 1), (1, 2), (1, 0), 1, 1),  # rectangular kernel, mixed strides
     (1, 5, 5, 67, 31, 5, 1, 2, 1, 1),     # prime channels, 5x5
+    (1, 61, 59, 37, 40, 3, 1, 1, 1, 1),   # > 1 MB of gathered rows: gathered tile by tile
+    (1, 61, 59, 38, 40, 3, 2, 1, 1, 2),   # the same, grouped and strided
 ]
 
 
@@ -200,3 +202,36 @@ def test_pack_round_trip_and_tamper_detection(rng, depthwise):
     bad[-1] = 0x7F  # a padding weight (or group tail) changed
     with pytest.raises(ValueError, match="rejected"):
         _C.qconv_unpack(bad, g)
+
+
+@pytest.mark.parametrize("depthwise", [False, True])
+@pytest.mark.parametrize("out_dtype", [np.float32, np.uint8])
+def test_fused_residual_is_added_before_the_clamp_identically_on_every_isa(rng, depthwise, out_dtype):
+    c, o = (19, 19) if depthwise else (10, 21)
+    g = c if depthwise else 1
+    wmax = DW_MAX if depthwise else W_MAX
+    w = rng.integers(-wmax, wmax + 1, (o, c // g, 3, 3)).astype(np.int8)
+    scale = rng.uniform(0.001, 0.01, o).astype(np.float32)
+    bias = rng.normal(0, 1, o).astype(np.float32)
+    packed = pack_conv(w, g, depthwise, scale, bias)
+    x = rng.integers(0, 256, (2, 7, 6, c)).astype(np.uint8)
+    geo = dict(o=o, k=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=g, x_scale=0.02, x_zero_point=7)
+    residual = rng.normal(0, 2, (2, 7, 6, o)).astype(np.float32)
+    ys, _ = run(x, packed, **geo)
+    expect = np.maximum(np.float32(0), (ys * (np.float32(0.02) * scale) + bias) + residual)
+    results = []
+    for isa_name in ["ref"] + (["avx2"] if _C.cpu_info()["avx2"] else []):
+        _C.set_isa(isa_name)
+        try:
+            y, _ = run(x, packed, out_dtype=out_dtype, out_min=0.0, out_scale=0.03, out_zero_point=0,
+                       residual=residual, **geo)
+        finally:
+            _C.set_isa("avx2" if _C.cpu_info()["avx2"] else "ref")
+        results.append(y)
+    got = results[0].astype(np.float32) * (0.03 if out_dtype == np.uint8 else 1)
+    np.testing.assert_allclose(got, np.minimum(expect, 255 * 0.03) if out_dtype == np.uint8 else expect,
+                               atol=0.0151 if out_dtype == np.uint8 else 1e-4, rtol=1e-5)
+    for y in results[1:]:
+        np.testing.assert_array_equal(y, results[0])
+    with pytest.raises(ValueError, match="residual must have"):
+        run(x, packed, out_dtype=out_dtype, residual=np.ascontiguousarray(residual[:, :, :3]), **geo)

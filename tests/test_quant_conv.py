@@ -139,3 +139,22 @@ def test_opcheck_and_compile_keep_the_op():
     compiled = torch.compile(q, fullgraph=True)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), q(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_residual_matches_relu_of_sum(channels_last):
+    torch.manual_seed(5)
+    conv = nn.Conv2d(8, 8, 3, padding=1)
+    x = torch.randn(1, 8, 9, 9)
+    identity = torch.randn(1, 8, 9, 9)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    q = QuantConv2d.from_float(conv, input_range=(-4, 4), activation="relu")
+    plain = QuantConv2d.from_float(conv, input_range=(-4, 4))
+    with torch.no_grad():
+        fused = q(x, identity)
+        torch.testing.assert_close(fused, torch.relu(plain(x) + identity), rtol=1e-5, atol=1e-5)
+        compiled = torch.compile(q, fullgraph=True)
+        torch.testing.assert_close(compiled(x, identity), fused, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="residual must be float32"):
+        q(x, identity[:, :4])

@@ -274,9 +274,13 @@ def test_resnet_conversion_report_and_numerics():
     for r in report:
         assert r.sqnr_db > 25, r
         assert r.input_range[0] <= 0.0 <= r.input_range[1]
-    # the folded BatchNorms and the fused ReLUs are gone; the ReLU after the residual add stays
+    # the folded BatchNorms and the fused ReLUs are gone, the residual adds and the ReLUs after them are in
+    # the convs' epilogues
     names = dict(qmodel.named_modules())
-    assert "bn1" not in names and "layer1.0.bn2" not in names and "layer1.0.relu" in names
+    assert "bn1" not in names and "layer1.0.bn2" not in names and "layer1.0.relu" not in names
+    for block in ("layer1.0", "layer2.0", "layer3.0", "layer4.0"):
+        assert report[f"{block}.conv2"].residual_add and report[f"{block}.conv2"].activation == "relu"
+    assert not any(n.op == "call_function" for n in qmodel.graph.nodes if "add" in n.name)
     with torch.no_grad():
         ref, out = model(data[0]), qmodel(data[0])
     assert report.model_sqnr_db == pytest.approx(sqnr_db(ref, out))
@@ -421,3 +425,168 @@ def test_a_layer_the_module_refuses_stays_float_with_the_reason():
     with torch.no_grad():
         x = torch.randn(1, 3, 8, 8)
         assert sqnr_db(model(x), qmodel(x)) > 25
+
+
+@needs_conv
+def test_a_one_channel_stem_stays_float_with_its_batchnorm_folded():
+    torch.manual_seed(0)
+    model = randomize_bn(nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                                       nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(), nn.Conv2d(8, 4, 1)))
+    data = batches((2, 1, 6, 10))
+    qmodel, report = quantize(model, data, progress=False)
+    stem = report["0"]
+    assert not stem.converted and "too few" in stem.reason and stem.folded_bn == "1"
+    assert type(qmodel.get_submodule("0")) is nn.Conv2d and "1" not in dict(qmodel.named_modules())
+    assert report["3"].converted and report["3"].activation == "relu"  # depthwise: 8-bit weights, converted
+    with torch.no_grad():
+        assert sqnr_db(model(data[0]), qmodel(data[0])) > 30
+
+
+def test_gptq_rounding_stays_on_the_grid_and_lowers_the_output_error():
+    from edgeopt.nn._qparams import WEIGHT_MAX
+    from edgeopt.quantize import gptq_round
+
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(24, 200, generator=g)
+    x = torch.randn(3000, 200, generator=g) @ torch.randn(200, 200, generator=g) * 0.1 + 0.3  # correlated
+    q = gptq_round(weight, x.T @ x, WEIGHT_MAX)
+    scale = weight.abs().amax(1, keepdim=True) / WEIGHT_MAX
+    nearest = torch.round(weight / scale) * scale
+    torch.testing.assert_close(q / scale, torch.round(q / scale), atol=1e-4, rtol=0)
+    assert torch.equal(q.abs().amax(1), weight.abs().amax(1))  # the row maxima are pinned: same scales
+    error = lambda w: float(((x @ (w - weight).T) ** 2).mean())  # noqa: E731
+    assert error(q) < 0.7 * error(nearest)
+    linear = nn.Linear(200, 24)
+    linear.weight.data = q
+    torch.testing.assert_close(QuantLinear.from_float(linear).dequantized_weight(), q, atol=1e-6, rtol=0)
+
+
+def test_weight_rounding_option():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4))
+    data = batches((64, 32))
+    near, r_near = quantize(model, data, weight_rounding="nearest", progress=False)
+    gptq, r_gptq = quantize(model, data, progress=False)
+    assert r_near["0"].weight_rounding == "nearest" and r_gptq["0"].weight_rounding == "gptq"
+    from edgeopt.nn._qparams import quantize_weight_per_channel
+    q, scale = quantize_weight_per_channel(model[0].weight)
+    torch.testing.assert_close(near.get_submodule("0").dequantized_weight(), q.float() * scale[:, None])
+    assert r_gptq["0"].sqnr_db > r_near["0"].sqnr_db
+    with pytest.raises(ValueError, match="weight_rounding"):
+        quantize(model, data, weight_rounding="adaround", progress=False)
+
+
+class ViewAfterConv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, padding=1)
+        self.c = nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8 * 4 * 4, 2)
+
+    def forward(self, x):
+        y = self.b(torch.relu(self.a(x)))
+        z = self.c(y)
+        return self.fc(z.view(z.shape[0], -1)), y  # .view needs NCHW strides; y is a model output
+
+
+@needs_conv
+def test_channels_last_hand_off_only_where_no_one_can_tell():
+    model = ViewAfterConv().eval()
+    data = batches((2, 3, 4, 4))
+    qmodel, report = quantize(model, data, u8_between_layers=True, progress=False)
+    assert not report["a"].channels_last_output  # b returns the format it gets, and b feeds the output
+    assert report["a"].u8_output and report["a"].u8_output_to == ("b",)
+    assert not report["b"].channels_last_output and not report["b"].u8_output  # feeds the output and c
+    assert not report["c"].channels_last_output  # .view
+    with torch.no_grad():
+        out, y = qmodel(data[0])
+        ref_out, ref_y = model(data[0])
+    assert y.is_contiguous() and y.dtype == torch.float32 and sqnr_db(ref_y, y) > 25
+    resnet, r = quantize(get_model("resnet10_cifar_slim"), batches((1, 3, 32, 32), n=1), progress=False)
+    assert all(layer.channels_last_output for layer in r if layer.kind.startswith("Conv"))
+
+
+@needs_conv
+def test_residual_add_fusion_matches_the_unfused_graph(monkeypatch):
+    import edgeopt.quantize as module
+
+    torch.manual_seed(0)
+    model = randomize_bn(get_model("resnet10_cifar_slim"))
+    data = batches((2, 3, 32, 32))
+    fused, report = quantize(model, data, weight_rounding="nearest", progress=False)
+    monkeypatch.setattr(module, "FUSE_RESIDUAL_ADD", False)
+    plain, plain_report = quantize(model, data, weight_rounding="nearest", progress=False)
+    assert not any(r.residual_add for r in plain_report) and plain_report["layer1.0.conv2"].activation is None
+    assert "layer1.0.relu" in dict(plain.named_modules())  # the shared ReLU after the add is not fusable
+    with torch.no_grad():
+        x = torch.randn(2, 3, 32, 32)
+        assert sqnr_db(plain(x), fused(x)) > 80  # same arithmetic, only float rounding order differs
+
+
+class TwoBranches(nn.Module):
+    """conv_a(x) + conv_b(x): one add claimed by one conv only; a residual of another shape is not fused."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(4, 8, 3, padding=1)
+        self.b = nn.Conv2d(4, 8, 1)
+        self.c = nn.Conv2d(8, 8, 1)
+        self.bias = nn.Parameter(torch.randn(8, 1, 1))
+
+    def forward(self, x):
+        y = torch.relu(self.a(x) + self.b(x))
+        return self.c(y) + self.bias  # broadcast add: left alone
+
+
+@needs_conv
+def test_residual_fusion_claims_each_add_once_and_needs_equal_shapes():
+    model = TwoBranches().eval()
+    data = batches((2, 4, 6, 6))
+    qmodel, report = quantize(model, data, progress=False)
+    assert [report[n].residual_add for n in "abc"] == [True, False, False]
+    assert report["a"].activation == "relu"
+    with torch.no_grad():
+        assert sqnr_db(model(data[0]), qmodel(data[0])) > 30
+
+
+@needs_conv
+def test_u8_hand_off_through_max_pools_is_exact():
+    from edgeopt.nn import MaxPool2d
+
+    torch.manual_seed(0)
+    model = randomize_bn(get_model("vgg_audio_small"))  # [16, M, 32, 32, M, 64, 64, M, 128, M]
+    data = batches((2, 1, 32, 32))
+    u8, report = quantize(model, data, weight_rounding="nearest", progress=False)
+    f32, report_f32 = quantize(model, data, weight_rounding="nearest", u8_between_layers=False, progress=False)
+    links = {r.name: r.u8_output_to for r in report if r.u8_output}
+    # features.0 (one input channel) stays float; 4 -> 7 and 11 -> 14 directly, 7 -> 11 and 14 -> 18 through
+    # max-pools; 18 feeds the last max-pool and the average pool: float
+    assert links == {"features.4": ("features.7",), "features.7": ("features.11",), "features.11": ("features.14",),
+                     "features.14": ("features.18",)}
+    assert not any(r.u8_output for r in report_f32) and report.u8_between_layers
+    assert all(isinstance(m, MaxPool2d) for m in u8.modules() if isinstance(m, nn.MaxPool2d))
+    with torch.no_grad():
+        x = torch.randn(3, 1, 32, 32)
+        assert torch.equal(u8(x), f32(x))
+
+
+def test_a_float_stem_hands_channels_last_to_the_quantized_layers_after_it():
+    torch.manual_seed(0)
+    model = randomize_bn(nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                                       nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+                                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3)))
+    data = batches((2, 1, 8, 12))
+    qmodel, report = quantize(model, data, progress=False)
+    assert not report["0"].converted and report["0"].channels_last_output
+    seen = {}
+
+    def record(_module, args):
+        seen["pool_input_nhwc"] = args[0].is_contiguous(memory_format=torch.channels_last)
+
+    qmodel.get_submodule("3").register_forward_pre_hook(record)
+    with torch.no_grad():
+        out = qmodel(data[0])
+        assert sqnr_db(model(data[0]), out) > 25
+    assert seen["pool_input_nhwc"]
+    assert out.is_contiguous()  # the model's output is what it was

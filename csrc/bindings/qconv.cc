@@ -1,9 +1,11 @@
-// pybind11 bindings of the int8 convolution (ops/qconv.h); registered from module.cc. Activations are
-// NHWC numpy arrays; the Python module does the NCHW / channels-last bookkeeping.
+// pybind11 bindings of the int8 convolution (ops/qconv.h) and NHWC max pooling (ops/maxpool.h); registered
+// from module.cc. Activations are NHWC numpy arrays; the Python modules do the NCHW / channels-last
+// bookkeeping.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <array>
 #include <stdexcept>
 #include <string>
@@ -11,6 +13,7 @@
 
 #include "bindings/quant_args.h"
 #include "bindings/validate.h"
+#include "ops/maxpool.h"
 #include "ops/qconv.h"
 #include "pack/qdw_packed.h"
 #include "pack/qs8_packed.h"
@@ -140,7 +143,8 @@ void require_nhwc(const py::array& a, const char* what) {
 
 py::tuple qconv2d_py(const py::array& x, const py::array& packed, py::array& out, Pair kernel, Pair stride,
                      Pair padding, Pair dilation, int64_t groups, bool dynamic, float x_scale, int x_zero_point,
-                     float out_min, float out_max, float out_scale, int out_zero_point, int num_threads) {
+                     float out_min, float out_max, float out_scale, int out_zero_point, int num_threads,
+                     const py::object& residual) {
   require_nhwc(x, "input");
   require_nhwc(out, "output");
   for (int i = 0; i < 2; ++i) {
@@ -173,6 +177,16 @@ py::tuple qconv2d_py(const py::array& x, const py::array& packed, py::array& out
   if (size_t(out.shape(0)) != g.batch || size_t(out.shape(1)) != g.out_h() || size_t(out.shape(2)) != g.out_w())
     value_error("output must have shape (" + std::to_string(g.batch) + ", " + std::to_string(g.out_h()) + ", " +
                 std::to_string(g.out_w()) + ", out_channels)");
+  py::array residual_arr;
+  if (!residual.is_none()) {
+    residual_arr = residual.cast<py::array>();
+    require_dtype<float>(residual_arr, "residual");
+    require_c_contiguous(residual_arr, "residual");
+    if (residual_arr.ndim() != 4 || !std::equal(out.shape(), out.shape() + 4, residual_arr.shape()))
+      value_error("residual must have the output's shape (N, OH, OW, out_channels)");
+    if (call.out_kind == OutKind::kS32) value_error("a residual cannot be added to the exact int32 output");
+    call.residual = static_cast<const float*>(residual_arr.data());
+  }
   const size_t taps = g.kernel_h * g.kernel_w;
   U8QuantParams used;
   if (is_depthwise_pack(packed)) {
@@ -182,6 +196,7 @@ py::tuple qconv2d_py(const py::array& x, const py::array& packed, py::array& out
                   std::to_string(w.taps()) + " taps; the call has groups=" + std::to_string(g.groups) + ", " +
                   std::to_string(g.in_c) + " -> " + std::to_string(g.out_c) + " channels, " + std::to_string(taps) +
                   " taps");
+    if (g.kernel_h > 32) value_error("depthwise filters taller than 32 rows are not supported");
     py::gil_scoped_release release;
     try {
       used = qdwconv2d(w, call);
@@ -207,6 +222,46 @@ py::tuple qconv2d_py(const py::array& x, const py::array& packed, py::array& out
   return py::make_tuple(used.scale, used.zero_point);
 }
 
+void maxpool2d_py(const py::array& x, py::array& out, Pair kernel, Pair stride, Pair padding, Pair dilation,
+                  int num_threads) {
+  require_nhwc(x, "input");
+  require_nhwc(out, "output");
+  MaxPoolCall call;
+  call.u8 = has_dtype<uint8_t>(x);
+  if (!call.u8 && !has_dtype<float>(x)) type_error("input must be float32 or uint8, got " + dtype_name(x));
+  if (out.dtype().not_equal(x.dtype())) type_error("output must have the input's dtype");
+  if (!out.writeable()) value_error("output array is read-only");
+  for (int i = 0; i < 2; ++i) {
+    if (kernel[i] < 1 || stride[i] < 1 || dilation[i] < 1 || padding[i] < 0)
+      value_error("kernel, stride and dilation must be >= 1 and padding >= 0");
+    if (padding[i] > kernel[i] / 2) value_error("padding must be at most half the kernel size (as in torch)");
+  }
+  call.batch = size_t(x.shape(0));
+  call.in_h = size_t(x.shape(1));
+  call.in_w = size_t(x.shape(2));
+  call.channels = size_t(x.shape(3));
+  call.out_h = size_t(out.shape(1));
+  call.out_w = size_t(out.shape(2));
+  if (size_t(out.shape(0)) != call.batch || size_t(out.shape(3)) != call.channels)
+    value_error("output must have the input's batch and channels");
+  call.kernel_h = size_t(kernel[0]);
+  call.kernel_w = size_t(kernel[1]);
+  call.stride_h = size_t(stride[0]);
+  call.stride_w = size_t(stride[1]);
+  call.pad_h = size_t(padding[0]);
+  call.pad_w = size_t(padding[1]);
+  call.dilation_h = size_t(dilation[0]);
+  call.dilation_w = size_t(dilation[1]);
+  if (first_empty_window(call.in_h, call.out_h, call.kernel_h, call.stride_h, call.pad_h, call.dilation_h) != call.out_h ||
+      first_empty_window(call.in_w, call.out_w, call.kernel_w, call.stride_w, call.pad_w, call.dilation_w) != call.out_w)
+    value_error("output size leaves a pooling window entirely outside the input");
+  call.x = x.data();
+  call.out = out.mutable_data();
+  call.num_threads = num_threads;
+  py::gil_scoped_release release;
+  maxpool2d_nhwc(call);
+}
+
 }  // namespace
 
 void register_qconv(py::module_& m) {
@@ -222,7 +277,12 @@ void register_qconv(py::module_& m) {
         py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("dynamic"),
         py::arg("x_scale") = 1.0f, py::arg("x_zero_point") = 0, py::arg("out_min") = -INFINITY,
         py::arg("out_max") = INFINITY, py::arg("out_scale") = 1.0f, py::arg("out_zero_point") = 0,
-        py::arg("num_threads") = 1,
+        py::arg("num_threads") = 1, py::arg("residual") = py::none(),
         "NHWC int8 convolution: x (N, H, W, C) float32 or uint8, out (N, OH, OW, OC) float32, uint8 or int32 "
-        "(int32 = exact integer result). Returns the input (scale, zero_point) used.");
+        "(int32 = exact integer result); residual: optional float32 of out's shape added before the clamp. "
+        "Returns the input (scale, zero_point) used.");
+  m.def("maxpool2d", &maxpool2d_py, py::arg("x"), py::arg("out"), py::arg("kernel"), py::arg("stride"),
+        py::arg("padding"), py::arg("dilation"), py::arg("num_threads") = 1,
+        "NHWC max pooling, float32 or uint8 (max commutes with u8 quantization, so a quantized activation pools "
+        "as it is); out's spatial size decides floor or ceil mode.");
 }

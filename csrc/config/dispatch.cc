@@ -25,6 +25,11 @@ const FloatGemmKernels& float_gemm_kernels(Isa isa) {
   return isa == Isa::kAvx2 ? avx2 : ref;
 }
 
+const PoolKernels& pool_kernels(Isa isa) {
+  static const PoolKernels ref{eo_u8_maxpool__ref, eo_f32_maxpool__ref};
+  static const PoolKernels avx2{eo_u8_maxpool__avx2, eo_f32_maxpool__avx2};
+  return isa == Isa::kAvx2 ? avx2 : ref;
+}
 
 const SparseGemmKernels& sparse_gemm_kernels(Isa isa) {
   // The reference kernels serve every row count up to 8; the tables still list the same tiles as the

@@ -4,6 +4,7 @@
 
 #include "config/cpu.h"
 #include "ukernels/f32gemm.h"
+#include "ukernels/maxpool.h"
 #include "ukernels/qdwconv.h"
 #include "ukernels/qgemm.h"
 #include "ukernels/spgemm.h"
@@ -33,6 +34,14 @@ struct FloatGemmKernels {
 const FloatGemmKernels& float_gemm_kernels(Isa isa);
 inline const FloatGemmKernels& float_gemm_kernels() { return float_gemm_kernels(active_isa()); }
 
+// NHWC max pooling (ops/maxpool.h).
+struct PoolKernels {
+  U8MaxpoolFn u8_max;
+  F32MaxpoolFn f32_max;
+};
+
+const PoolKernels& pool_kernels(Isa isa);
+inline const PoolKernels& pool_kernels() { return pool_kernels(active_isa()); }
 
 // Block-sparse GEMM (issue 5, ukernels/spgemm.h), per block width (8 or 16 columns) and row tile:
 // [0] 1 row, [1] 2 rows, [2] 4 rows, [3] 8 rows (nullptr: no such tile; use the next smaller).

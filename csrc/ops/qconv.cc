@@ -8,6 +8,11 @@ namespace {
 
 // The depthwise kernel does ~1/4 the work per byte of the GEMM, so a thread pays off at fewer MACs.
 constexpr double kDwMinMacsPerThread = 0.5e6;
+// Below this many gathered bytes (all output pixels x k_padded), a conv gathers every row once before the
+// GEMM, so the column-split tasks of a small-M layer (ResNet's 14x14 and 7x7 stages) share them.
+constexpr size_t kGatherAllBytes = 1 << 20;
+// Filter heights the depthwise path accepts (row pointers live on the stack).
+constexpr size_t kMaxDwKernelH = 32;
 
 using Index = std::ptrdiff_t;
 
@@ -20,6 +25,26 @@ const uint8_t* input_u8(const QConvCall& call, int threads, U8QuantParams* xp) {
   uint8_t* buf = thread_scratch(ScratchSlot::kInput, m * k);
   *xp = quantize_activations(call.x_f32, m, k, k, call.dynamic, *xp, buf, k, threads);
   return buf;
+}
+
+// memcpy for the short runs a gather copies (3-channel stems copy 21 bytes per filter row): inline and
+// without over-reading, by two overlapping fixed-size copies instead of a libc call per run (the stem's
+// gather is ~15% of its perf samples; the gain from this was within the noise of a loaded machine).
+inline void copy_run(uint8_t* dst, const uint8_t* src, size_t n) {
+  if (n >= 32) {
+    std::memcpy(dst, src, n);
+  } else if (n >= 16) {
+    std::memcpy(dst, src, 16);
+    std::memcpy(dst + n - 16, src + n - 16, 16);
+  } else if (n >= 8) {
+    std::memcpy(dst, src, 8);
+    std::memcpy(dst + n - 8, src + n - 8, 8);
+  } else if (n >= 4) {
+    std::memcpy(dst, src, 4);
+    std::memcpy(dst + n - 4, src + n - 4, 4);
+  } else {
+    for (size_t i = 0; i < n; ++i) dst[i] = src[i];
+  }
 }
 
 // One im2col row: the kernel_h x kernel_w x cin_per_group input values output pixel `pixel` of group
@@ -41,7 +66,7 @@ void gather_row(const ConvGeometry& g, const uint8_t* x, size_t pixel, size_t gr
     }
     const uint8_t* src_row = x + ((n * g.in_h + size_t(iy)) * g.in_w) * g.in_c + group * cg;
     if (row_contiguous) {  // the common case: kernel_w whole pixels side by side
-      std::memcpy(dst, src_row + size_t(ix0) * g.in_c, g.kernel_w * cg);
+      copy_run(dst, src_row + size_t(ix0) * g.in_c, g.kernel_w * cg);
       dst += g.kernel_w * cg;
       continue;
     }
@@ -50,7 +75,7 @@ void gather_row(const ConvGeometry& g, const uint8_t* x, size_t pixel, size_t gr
       if (ix < 0 || ix >= w) {
         std::memset(dst, zero_point, cg);
       } else {
-        std::memcpy(dst, src_row + size_t(ix) * g.in_c, cg);
+        copy_run(dst, src_row + size_t(ix) * g.in_c, cg);
       }
       dst += cg;
     }
@@ -86,14 +111,29 @@ U8QuantParams qconv2d(const Qs8PackedView* group_weights, const QConvCall& call)
     const Qs8PackedView& w = group_weights[group];
     const size_t kp = w.k_padded();
     const QGemmEpilogue ep =
-        make_qgemm_epilogue(w.colsum, w.scale, w.bias, xp, call.out_min, call.out_max, call.out_kind, call.out_params);
-    auto rows = [&](size_t row0, size_t row1) {
-      if (in_place) return ARows{x + row0 * g.in_c, g.in_c};
-      uint8_t* tile = thread_scratch(ScratchSlot::kTile, (row1 - row0) * kp);
-      for (size_t r = row0; r < row1; ++r) gather_row(g, x, r, group, uint8_t(xp.zero_point), kp, tile + (r - row0) * kp);
-      return ARows{tile, kp};
-    };
-    qgemm_tiled(kern, m, w, ep, rows, static_cast<char*>(call.out) + group * ng * out_elem, g.out_c, threads);
+        make_qgemm_epilogue(w.colsum, w.scale, w.bias, xp, call.out_min, call.out_max, call.out_kind, call.out_params,
+                            call.residual, call.out);
+    char* out_group = static_cast<char*>(call.out) + group * ng * out_elem;
+    const uint8_t zp = uint8_t(xp.zero_point);
+    if (in_place) {
+      qgemm_tiled(kern, m, w, ep, [&](size_t row0, size_t) { return ARows{x + row0 * g.in_c, g.in_c}; }, out_group,
+                  g.out_c, threads);
+    } else if (m * kp <= kGatherAllBytes) {
+      uint8_t* all = thread_scratch(ScratchSlot::kGathered, m * kp);
+      const size_t chunks = std::min(m, size_t(threads) * 4);
+      parallel_for(chunks, threads, [&](size_t ci) {
+        for (size_t r = m * ci / chunks; r < m * (ci + 1) / chunks; ++r) gather_row(g, x, r, group, zp, kp, all + r * kp);
+      });
+      qgemm_tiled(kern, m, w, ep, [&](size_t row0, size_t) { return ARows{all + row0 * kp, kp}; }, out_group, g.out_c,
+                  threads);
+    } else {
+      auto gather_tile = [&](size_t row0, size_t row1) {
+        uint8_t* tile = thread_scratch(ScratchSlot::kTile, (row1 - row0) * kp);
+        for (size_t r = row0; r < row1; ++r) gather_row(g, x, r, group, zp, kp, tile + (r - row0) * kp);
+        return ARows{tile, kp};
+      };
+      qgemm_tiled(kern, m, w, ep, gather_tile, out_group, g.out_c, threads, /*rows_are_gathered=*/true);
+    }
   }
   return xp;
 }
@@ -111,22 +151,31 @@ U8QuantParams qdwconv2d(const QdwPackedView& w, const QConvCall& call) {
   const uint8_t* x = input_u8(call, threads, &xp);
   const std::vector<uint8_t> zero_row(c, uint8_t(xp.zero_point));
   const QGemmEpilogue ep =
-      make_qgemm_epilogue(w.wsum, w.scale, w.bias, xp, call.out_min, call.out_max, call.out_kind, call.out_params);
+      make_qgemm_epilogue(w.wsum, w.scale, w.bias, xp, call.out_min, call.out_max, call.out_kind, call.out_params,
+                          call.residual, call.out);
   const size_t out_elem = call.out_kind == OutKind::kU8 ? 1 : 4;
   const size_t tasks = std::min(out_rows, size_t(threads) * 8);
   parallel_for(tasks, threads, [&](size_t t) {
     const size_t r0 = out_rows * t / tasks, r1 = out_rows * (t + 1) / tasks;
     auto** ptrs = reinterpret_cast<const uint8_t**>(thread_scratch(ScratchSlot::kTile, ow * tp * sizeof(uint8_t*)));
+    const uint8_t* row_of_ky[kMaxDwKernelH];
     for (size_t r = r0; r < r1; ++r) {
       const size_t n = r / oh, oy = r % oh;
+      // Input rows of this output row, one per filter row (nullptr in the padding).
+      for (size_t ky = 0; ky < g.kernel_h; ++ky) {
+        const Index iy = Index(oy * g.stride_h + ky * g.dilation_h) - Index(g.pad_h);
+        row_of_ky[ky] = iy >= 0 && iy < Index(g.in_h) ? x + (n * g.in_h + size_t(iy)) * g.in_w * c : nullptr;
+      }
       const uint8_t** p = ptrs;
       for (size_t ox = 0; ox < ow; ++ox) {
+        const Index ix0 = Index(ox * g.stride_w) - Index(g.pad_w);
+        const bool interior_x = ix0 >= 0 && ix0 + Index((g.kernel_w - 1) * g.dilation_w) < Index(g.in_w);
         for (size_t ky = 0; ky < g.kernel_h; ++ky) {
-          const Index iy = Index(oy * g.stride_h + ky * g.dilation_h) - Index(g.pad_h);
+          const uint8_t* row = row_of_ky[ky];
           for (size_t kx = 0; kx < g.kernel_w; ++kx) {
-            const Index ix = Index(ox * g.stride_w + kx * g.dilation_w) - Index(g.pad_w);
-            const bool inside = iy >= 0 && iy < Index(g.in_h) && ix >= 0 && ix < Index(g.in_w);
-            *p++ = inside ? x + ((n * g.in_h + size_t(iy)) * g.in_w + size_t(ix)) * c : zero_row.data();
+            const Index ix = ix0 + Index(kx * g.dilation_w);
+            const bool inside = row != nullptr && (interior_x || (ix >= 0 && ix < Index(g.in_w)));
+            *p++ = inside ? row + size_t(ix) * c : zero_row.data();
           }
         }
         for (size_t t2 = taps; t2 < tp; ++t2) *p++ = zero_row.data();  // the pad tap has zero weights

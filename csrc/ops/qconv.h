@@ -38,6 +38,9 @@ struct QConvCall {
   OutKind out_kind = OutKind::kF32;
   U8QuantParams out_params{1.0f, 0};
   void* out = nullptr;  // batch x out_h x out_w x out_c, contiguous
+  // Optional f32 tensor of the output's shape added before the clamp (ResNet's identity path); not
+  // with an int32 output.
+  const float* residual = nullptr;
   int num_threads = 1;
 };
 

@@ -69,14 +69,15 @@ int threads_for_macs(double macs, int requested, double min_macs_per_thread) {
 }
 
 uint8_t* thread_scratch(ScratchSlot slot, size_t bytes) {
-  thread_local std::vector<uint8_t> bufs[2];
+  thread_local std::vector<uint8_t> bufs[3];
   std::vector<uint8_t>& buf = bufs[int(slot)];
   if (buf.size() < bytes) buf.resize(bytes);
   return buf.data();
 }
 
 QGemmEpilogue make_qgemm_epilogue(const int32_t* w_colsum, const float* w_scale, const float* bias, U8QuantParams x,
-                                  float out_min, float out_max, OutKind out_kind, U8QuantParams out_params) {
+                                  float out_min, float out_max, OutKind out_kind, U8QuantParams out_params,
+                                  const float* residual, const void* out_base) {
   QGemmEpilogue ep;
   ep.w_colsum = w_colsum;
   ep.w_scale = w_scale;
@@ -88,6 +89,8 @@ QGemmEpilogue make_qgemm_epilogue(const int32_t* w_colsum, const float* w_scale,
   ep.out_kind = out_kind;
   ep.out_inv_scale = 1.0f / out_params.scale;
   ep.out_zero_point = out_params.zero_point;
+  ep.residual = residual;
+  ep.out_base = static_cast<const char*>(out_base);
   return ep;
 }
 

@@ -36,11 +36,12 @@ int threads_for_macs(double macs, int requested, double min_macs_per_thread = 2.
 
 // Per-thread scratch that grows and is never shrunk; `slot` keeps independent users apart (a caller's
 // quantized input must survive while its tasks fill their own tile buffers on the same thread).
-enum class ScratchSlot { kInput = 0, kTile = 1 };
+enum class ScratchSlot { kInput = 0, kTile = 1, kGathered = 2 };
 uint8_t* thread_scratch(ScratchSlot slot, size_t bytes);
 
 QGemmEpilogue make_qgemm_epilogue(const int32_t* w_colsum, const float* w_scale, const float* bias, U8QuantParams x,
-                                  float out_min, float out_max, OutKind out_kind, U8QuantParams out_params);
+                                  float out_min, float out_max, OutKind out_kind, U8QuantParams out_params,
+                                  const float* residual = nullptr, const void* out_base = nullptr);
 
 // Activation rows handed to the micro-kernels: rows i.. of the current tile, `stride` bytes apart, each
 // with k_padded readable bytes.
@@ -60,9 +61,11 @@ size_t qgemm_rows_per_tile(size_t k_padded);
 
 // C (m x n, out_stride elements per row) = epilogue(A * W). rows(row0, row1) returns the activation rows
 // of one tile [row0, row1); it runs on the thread that computes the tile and may fill a tile buffer.
+// rows_are_gathered: rows() copies its rows, so tasks split the rows rather than the columns when
+// there are enough rows (each column split would gather the same rows again).
 template <class RowsFn>
 void qgemm_tiled(const QGemmKernels& kern, size_t m, const Qs8PackedView& w, const QGemmEpilogue& ep, RowsFn&& rows,
-                 void* out, size_t out_stride, int threads) {
+                 void* out, size_t out_stride, int threads, bool rows_are_gathered = false) {
   const size_t n = w.n(), kp = w.k_padded();
   const size_t out_elem = ep.out_kind == OutKind::kU8 ? 1 : 4;
   const size_t n_blocks = (n + kQGemmNr - 1) / kQGemmNr;
@@ -73,7 +76,10 @@ void qgemm_tiled(const QGemmKernels& kern, size_t m, const Qs8PackedView& w, con
   // Enough tasks that a thread stalled by another process leaves little work stranded (the other
   // threads take it), few enough that claiming them costs nothing.
   const size_t target_tasks = size_t(threads) * 8;
-  const size_t n_groups = std::min(n_blocks, std::max<size_t>(1, (target_tasks + m_chunks - 1) / m_chunks));
+  const bool enough_rows = m_chunks >= size_t(threads) * 4;
+  const size_t n_groups = rows_are_gathered && enough_rows
+                              ? 1
+                              : std::min(n_blocks, std::max<size_t>(1, (target_tasks + m_chunks - 1) / m_chunks));
   const size_t blocks_per_group = (n_blocks + n_groups - 1) / n_groups;
   const size_t tasks = m_chunks * ((n_blocks + blocks_per_group - 1) / blocks_per_group);
   char* c = static_cast<char*>(out);

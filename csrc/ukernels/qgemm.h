@@ -28,7 +28,7 @@ enum class OutKind : int32_t { kF32 = 0, kU8 = 1, kS32 = 2 };
 
 // What the kernel does after accumulating acc[i][j] = sum_k a[i][k] * w[j][k]:
 //   s32: acc - a_zero_point * w_colsum[j]                            (the exact integer result)
-//   f32: clamp(fma(float(s32), a_scale * w_scale[j], bias[j]), out_min, out_max)
+//   f32: clamp(fma(float(s32), a_scale * w_scale[j], bias[j]) [+ residual], out_min, out_max)
 //   u8 : clamp(rint(f32 * out_inv_scale) + out_zero_point, 0, 255)
 // Arrays are indexed by absolute column and padded to a multiple of kQGemmNr.
 struct QGemmEpilogue {
@@ -42,7 +42,16 @@ struct QGemmEpilogue {
   float out_inv_scale;
   int32_t out_zero_point;
   OutKind out_kind;
+  // Optional fused residual add (f32 and u8 outputs): float values laid out exactly like the output, so
+  // the output element at byte offset o from out_base adds residual[o / output element size].
+  const float* residual = nullptr;
+  const char* out_base = nullptr;
 };
+
+// Index into ep.residual of the output element at `c` (the caller checked ep.residual).
+inline size_t residual_index(const QGemmEpilogue& ep, const void* c) {
+  return size_t(static_cast<const char*>(c) - ep.out_base) / (ep.out_kind == OutKind::kU8 ? 1 : 4);
+}
 
 // Computes an mr x nr tile (mr <= kQGemmMr, nr <= kQGemmNr) of C starting at column `col`.
 // a: mr rows of k_padded u8 values, rows a_stride bytes apart. w: the packed block holding `col`.

@@ -10,6 +10,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from edgeopt import ops
 from edgeopt._native import _C
@@ -80,6 +81,8 @@ class LowRankLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True, weight_dtype: str = "fp32",
                  activation: str | tuple[float, float] | None = None):
+        """An empty (frozen, inference-only) layer: give it weights with load_state_dict, or build it with
+        from_float / from_factors."""
         super().__init__()
         check_weight_dtype("LowRankLinear", weight_dtype)
         if in_features < 1 or out_features < 1:
@@ -95,31 +98,103 @@ class LowRankLinear(nn.Module):
         self.out_min, self.out_max = activation_bounds(activation)
         self.register_buffer("packed_v", torch.empty(0, dtype=torch.uint8))  # V^T: (rank, in)
         self.register_buffer("packed_u", torch.empty(0, dtype=torch.uint8))  # U: (out, rank) + bias
+        self._packed_key = None  # (id, version) of the float parameters the buffers were packed from
 
     @classmethod
     def from_factors(cls, u: torch.Tensor, vt: torch.Tensor, bias: torch.Tensor | None = None,
                      weight_dtype: str = "fp32",
-                     activation: str | tuple[float, float] | None = None) -> "LowRankLinear":
-        """From U (out, rank) and V^T (rank, in)."""
+                     activation: str | tuple[float, float] | None = None,
+                     trainable: bool = False) -> "LowRankLinear":
+        """From U (out, rank) and V^T (rank, in); trainable=True adds float parameters (see make_trainable)."""
         if u.dim() != 2 or vt.dim() != 2 or u.shape[1] != vt.shape[0]:
             raise ValueError(f"edgeopt LowRankLinear: factors must be U (out, r) and V^T (r, in), got "
                              f"{tuple(u.shape)} and {tuple(vt.shape)}")
         module = cls(vt.shape[1], u.shape[0], u.shape[1], bias is not None, weight_dtype, activation)
         module.packed_v = _pack(vt, None, weight_dtype)
         module.packed_u = _pack(u, bias, weight_dtype)
-        return module
+        return module.make_trainable() if trainable else module
 
     @classmethod
     def from_float(cls, linear: nn.Linear, rank: int | float | None = None, energy: float | None = None,
                    weight_dtype: str = "fp32",
-                   activation: str | tuple[float, float] | None = None) -> "LowRankLinear":
-        """Truncated SVD of a float nn.Linear at a given rank (count or fraction of min(in, out)) or energy."""
+                   activation: str | tuple[float, float] | None = None,
+                   trainable: bool = False) -> "LowRankLinear":
+        """Truncated SVD of a float nn.Linear at a given rank (count or fraction of min(in, out)) or energy;
+        trainable=True adds float parameters for fine-tuning (see make_trainable)."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"edgeopt LowRankLinear.from_float expects nn.Linear, got {type(linear).__name__}")
         s = torch.linalg.svdvals(linear.weight.detach().to(torch.float64))
         r = choose_rank(s, rank, energy)
         u, vt, _ = svd_factors(linear.weight, r)
-        return cls.from_factors(u, vt, linear.bias, weight_dtype, activation)
+        return cls.from_factors(u, vt, linear.bias, weight_dtype, activation, trainable)
+
+    # --- fine-tuning: float parameters, repacked into the kernel's buffers for inference ---
+
+    @property
+    def trainable(self) -> bool:
+        return "u" in self._parameters
+
+    def make_trainable(self) -> "LowRankLinear":
+        """Adds float32 parameters u (out, rank), vt (rank, in) and bias (out, if the layer has one), equal
+        to the stored factors (fp16 widened, int8 dequantized), so training starts from what the kernel
+        computes. Training-mode forward then uses them with autograd; eval-mode forward repacks them into
+        the fused kernel's buffers when they have changed. Returns self (no-op if already trainable)."""
+        if self.trainable:
+            return self
+        self._require_weights()
+        u, vt, bias = self.factors()
+        self.u = nn.Parameter(u.clone().contiguous())
+        self.vt = nn.Parameter(vt.clone().contiguous())
+        self.register_parameter("bias", nn.Parameter(bias.clone()) if self.has_bias else None)
+        self._packed_key = self._param_key()  # the buffers already hold exactly these factors
+        return self
+
+    def freeze(self) -> "LowRankLinear":
+        """Packs the current float parameters into the kernel's buffers and removes the parameters: the
+        layer is inference-only again (state_dict: packed buffers only). Returns self."""
+        if self.trainable:
+            self.repack()
+            for name in ("u", "vt", "bias"):
+                delattr(self, name)
+            self._packed_key = None
+        return self
+
+    def repack(self) -> None:
+        """Packs the float parameters into packed_v / packed_u in the layer's weight_dtype (done
+        automatically by eval-mode forward and state_dict when the parameters have changed)."""
+        if not self.trainable:
+            raise RuntimeError("edgeopt LowRankLinear.repack: the layer has no float parameters (it is frozen); "
+                               "call make_trainable() first")
+        with torch.no_grad():
+            for name in ("u", "vt") + (("bias",) if self.bias is not None else ()):
+                if not torch.isfinite(getattr(self, name)).all():
+                    raise ValueError(f"edgeopt LowRankLinear: parameter {name} contains NaN or Inf (diverged "
+                                     "fine-tuning?); cannot pack it for the kernel")
+            self.packed_v = _pack(self.vt, None, self.weight_dtype)
+            self.packed_u = _pack(self.u, self.bias, self.weight_dtype)
+        self._packed_key = self._param_key()
+
+    def _param_key(self) -> tuple:
+        return tuple((id(p), p._version, tuple(p.shape)) for p in (self.u, self.vt, self.bias) if p is not None)
+
+    def _sync(self) -> None:
+        """Repacks if the float parameters changed since the buffers were packed (optimizer steps and
+        load_state_dict bump the version counters; a replaced parameter changes the id)."""
+        if self.trainable and self._packed_key != self._param_key():
+            if tuple(self.u.shape) != (self.out_features, self.rank) or \
+                    tuple(self.vt.shape) != (self.rank, self.in_features):
+                raise ValueError(f"edgeopt LowRankLinear: parameters u {tuple(self.u.shape)} / vt "
+                                 f"{tuple(self.vt.shape)} no longer match ({self.out_features}, {self.rank}) / "
+                                 f"({self.rank}, {self.in_features})")
+            self.repack()
+
+    def _float_forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input("LowRankLinear", x, self.in_features)  # same device / dtype / shape rules as the kernel
+        y = F.linear(F.linear(x, self.vt), self.u, self.bias)
+        if self.out_min != -math.inf or self.out_max != math.inf:
+            y = torch.clamp(y, None if self.out_min == -math.inf else self.out_min,
+                            None if self.out_max == math.inf else self.out_max)
+        return y
 
     def _require_weights(self) -> None:
         if self.packed_v.numel() == 0 or self.packed_u.numel() == 0:
@@ -127,6 +202,16 @@ class LowRankLinear(nn.Module):
                                "or load a state_dict")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.trainable:
+            if self.training:
+                return self._float_forward(x)
+            if not torch.compiler.is_compiling():
+                self._sync()
+        elif self.training and torch.is_grad_enabled() and x.requires_grad:
+            # the kernel has no backward: the output would silently cut the gradient to earlier layers
+            raise RuntimeError("edgeopt LowRankLinear is frozen (inference-only) and cannot pass gradients: call "
+                               "make_trainable() (or edgeopt.low_rank(..., trainable=True)) to fine-tune through it, "
+                               "or run it in eval mode / under torch.no_grad()")
         x2 = check_input("LowRankLinear", x, self.in_features)
         self._require_weights()
         op = "qs8_low_rank_linear" if self.weight_dtype == "int8" else "low_rank_linear"
@@ -138,6 +223,7 @@ class LowRankLinear(nn.Module):
         """The same layer as two separate GEMMs (the reference the fused kernel must equal exactly)."""
         x2 = check_input("LowRankLinear", x, self.in_features)
         self._require_weights()
+        self._sync()
         if self.weight_dtype == "int8":
             t = ops.quant_linear(x2, self.packed_v, self.rank, True, 1.0, 0, -math.inf, math.inf, 1.0, 0, False)
             y = ops.quant_linear(t, self.packed_u, self.out_features, True, 1.0, 0, self.out_min, self.out_max, 1.0,
@@ -150,7 +236,9 @@ class LowRankLinear(nn.Module):
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(U, V^T, bias) as float32, as stored (fp16 factors widened, int8 factors dequantized)."""
+        """(U, V^T, bias) as float32, as stored (fp16 factors widened, int8 factors dequantized); for a
+        trainable layer, the current parameters as the kernel will store them."""
+        self._sync()
         u, bias = _unpack(self.packed_u, self.weight_dtype)
         vt, _ = _unpack(self.packed_v, self.weight_dtype)
         return u, vt, bias
@@ -173,7 +261,19 @@ class LowRankLinear(nn.Module):
         self.activation = state["activation"]
         self.out_min, self.out_max = activation_bounds(self.activation)
 
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        self._sync()  # saved buffers always match the saved parameters
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A checkpoint of a trainable layer (float parameters next to the buffers) makes this layer trainable,
+        # so a fine-tuned model round-trips into a freshly built one; a frozen checkpoint loaded into a trainable
+        # layer reports the parameters as missing keys (strict) -- call freeze() first to load it.
+        if prefix + "u" in state_dict and not self.trainable:
+            self.u = nn.Parameter(torch.empty(self.out_features, self.rank))
+            self.vt = nn.Parameter(torch.empty(self.rank, self.in_features))
+            self.register_parameter("bias", nn.Parameter(torch.empty(self.out_features))
+                                    if prefix + "bias" in state_dict else None)
         extra = state_dict.get(prefix + "_extra_state")
         dtype = extra["weight_dtype"] if isinstance(extra, dict) else self.weight_dtype
         for name, shape in (("packed_v", (self.rank, self.in_features)), ("packed_u", (self.out_features, self.rank))):
@@ -188,8 +288,14 @@ class LowRankLinear(nn.Module):
                 load_packed("LowRankLinear", incoming, shape, dtype, name)
                 setattr(self, name, torch.empty_like(incoming))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.trainable:
+            # buffers saved with the parameters match them (state_dict repacks before saving); without both
+            # buffers in the checkpoint, repack at the next eval forward
+            both = prefix + "packed_v" in state_dict and prefix + "packed_u" in state_dict
+            self._packed_key = self._param_key() if both else None
 
     def extra_repr(self) -> str:
         act = "" if self.activation in (None, "none") else f", activation={self.activation}"
         return (f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, "
-                f"bias={self.has_bias}, weight_dtype={self.weight_dtype}{act}")
+                f"bias={self.has_bias}, weight_dtype={self.weight_dtype}{act}"
+                f"{', trainable' if self.trainable else ''}")

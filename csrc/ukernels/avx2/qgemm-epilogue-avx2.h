@@ -10,11 +10,32 @@
 
 namespace edgeopt {
 
-// Applies the epilogue to 16 accumulators of one row (two vectors) and stores nr of them.
-inline void store_row(__m256i acc0, __m256i acc1, const QGemmEpilogue& ep, size_t col, size_t nr, void* c) {
+// The per-column terms of the epilogue for one block of 16 columns: computed once and shared by every
+// row of a tile (the same products the scalar epilogue forms, so results stay bit-identical).
+struct ColumnEpilogue {
+  __m256i zp_colsum0, zp_colsum1;  // a_zero_point * w_colsum
+  __m256 scale0, scale1;           // a_scale * w_scale
+  __m256 bias0, bias1;
+};
+
+inline ColumnEpilogue column_epilogue(const QGemmEpilogue& ep, size_t col) {
   const __m256i zp = _mm256_set1_epi32(ep.a_zero_point);
-  acc0 = _mm256_sub_epi32(acc0, _mm256_mullo_epi32(zp, _mm256_loadu_si256((const __m256i*)(ep.w_colsum + col))));
-  acc1 = _mm256_sub_epi32(acc1, _mm256_mullo_epi32(zp, _mm256_loadu_si256((const __m256i*)(ep.w_colsum + col + 8))));
+  const __m256 a_scale = _mm256_set1_ps(ep.a_scale);
+  ColumnEpilogue ce;
+  ce.zp_colsum0 = _mm256_mullo_epi32(zp, _mm256_loadu_si256((const __m256i*)(ep.w_colsum + col)));
+  ce.zp_colsum1 = _mm256_mullo_epi32(zp, _mm256_loadu_si256((const __m256i*)(ep.w_colsum + col + 8)));
+  ce.scale0 = _mm256_mul_ps(a_scale, _mm256_loadu_ps(ep.w_scale + col));
+  ce.scale1 = _mm256_mul_ps(a_scale, _mm256_loadu_ps(ep.w_scale + col + 8));
+  ce.bias0 = _mm256_loadu_ps(ep.bias + col);
+  ce.bias1 = _mm256_loadu_ps(ep.bias + col + 8);
+  return ce;
+}
+
+// Applies the epilogue to 16 accumulators of one row (two vectors) and stores nr of them.
+__attribute__((always_inline)) inline void store_row(__m256i acc0, __m256i acc1, const ColumnEpilogue& ce,
+                                                     const QGemmEpilogue& ep, size_t nr, void* c) {
+  acc0 = _mm256_sub_epi32(acc0, ce.zp_colsum0);
+  acc1 = _mm256_sub_epi32(acc1, ce.zp_colsum1);
   if (ep.out_kind == OutKind::kS32) {
     alignas(32) int32_t tmp[16];
     _mm256_store_si256((__m256i*)tmp, acc0);
@@ -22,11 +43,20 @@ inline void store_row(__m256i acc0, __m256i acc1, const QGemmEpilogue& ep, size_
     std::memcpy(c, tmp, nr * sizeof(int32_t));
     return;
   }
-  const __m256 a_scale = _mm256_set1_ps(ep.a_scale);
-  const __m256 s0 = _mm256_mul_ps(a_scale, _mm256_loadu_ps(ep.w_scale + col));
-  const __m256 s1 = _mm256_mul_ps(a_scale, _mm256_loadu_ps(ep.w_scale + col + 8));
-  __m256 y0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc0), s0, _mm256_loadu_ps(ep.bias + col));
-  __m256 y1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc1), s1, _mm256_loadu_ps(ep.bias + col + 8));
+  __m256 y0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc0), ce.scale0, ce.bias0);
+  __m256 y1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc1), ce.scale1, ce.bias1);
+  if (ep.residual != nullptr) {
+    const float* r = ep.residual + residual_index(ep, c);
+    if (nr == 16) {
+      y0 = _mm256_add_ps(y0, _mm256_loadu_ps(r));
+      y1 = _mm256_add_ps(y1, _mm256_loadu_ps(r + 8));
+    } else {
+      alignas(32) float tmp[16] = {};
+      std::memcpy(tmp, r, nr * sizeof(float));
+      y0 = _mm256_add_ps(y0, _mm256_load_ps(tmp));
+      y1 = _mm256_add_ps(y1, _mm256_load_ps(tmp + 8));
+    }
+  }
   const __m256 lo = _mm256_set1_ps(ep.out_min), hi = _mm256_set1_ps(ep.out_max);
   y0 = _mm256_min_ps(_mm256_max_ps(y0, lo), hi);
   y1 = _mm256_min_ps(_mm256_max_ps(y1, lo), hi);
@@ -59,9 +89,13 @@ inline void store_row(__m256i acc0, __m256i acc1, const QGemmEpilogue& ep, size_
   }
 }
 
+inline void store_row(__m256i acc0, __m256i acc1, const QGemmEpilogue& ep, size_t col, size_t nr, void* c) {
+  store_row(acc0, acc1, column_epilogue(ep, col), ep, nr, c);
+}
 
 // The same epilogue for 8 accumulators (one vector) of one row, nr <= 8 stored: the block-sparse
-// kernels' 8-column tiles (issue 5). Bit-identical to store_row on the same columns.
+// kernels' 8-column tiles (issue 5). Bit-identical to store_row on the same columns. No residual add:
+// the sparse layers never set ep.residual.
 inline void store_row8(__m256i acc, const QGemmEpilogue& ep, size_t col, size_t nr, void* c) {
   const __m256i zp = _mm256_set1_epi32(ep.a_zero_point);
   acc = _mm256_sub_epi32(acc, _mm256_mullo_epi32(zp, _mm256_loadu_si256((const __m256i*)(ep.w_colsum + col))));

@@ -48,8 +48,9 @@ inline void gemm_tile(size_t mr, size_t nr, size_t k_padded, const uint8_t* a, s
   }
   const size_t row_bytes = c_stride * elem_size(ep.out_kind);
   char* out = static_cast<char*>(c);
+  const ColumnEpilogue ce = column_epilogue(ep, col);
   for (int r = 0; r < MR; ++r) {
-    if (size_t(r) < mr) store_row(acc[r][0], acc[r][1], ep, col, nr, out + r * row_bytes);
+    if (size_t(r) < mr) store_row(acc[r][0], acc[r][1], ce, ep, nr, out + r * row_bytes);
   }
 }
 
@@ -85,10 +86,11 @@ void eo_qu8s8_gemm_minmax_ukernel_4x16c4__avx2(size_t mr, size_t nr, size_t k_pa
   }
   const size_t row_bytes = c_stride * elem_size(ep.out_kind);
   char* out = static_cast<char*>(c);
-  store_row(c00, c01, ep, col, nr, out);
-  if (mr > 1) store_row(c10, c11, ep, col, nr, out + row_bytes);
-  if (mr > 2) store_row(c20, c21, ep, col, nr, out + 2 * row_bytes);
-  if (mr > 3) store_row(c30, c31, ep, col, nr, out + 3 * row_bytes);
+  const ColumnEpilogue ce = column_epilogue(ep, col);
+  store_row(c00, c01, ce, ep, nr, out);
+  if (mr > 1) store_row(c10, c11, ce, ep, nr, out + row_bytes);
+  if (mr > 2) store_row(c20, c21, ce, ep, nr, out + 2 * row_bytes);
+  if (mr > 3) store_row(c30, c31, ce, ep, nr, out + 3 * row_bytes);
 }
 
 void eo_qu8s8_gemm_minmax_ukernel_2x16c4__avx2(size_t mr, size_t nr, size_t k_padded, const uint8_t* a,

@@ -291,10 +291,11 @@ void q_4x16(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, size_t k_max
   }
   const size_t row_bytes = cs * (ep.out_kind == OutKind::kU8 ? 1 : 4);
   char* out = static_cast<char*>(c);
-  store_row(c00, c01, ep, col, nr, out);
-  if (mr > 1) store_row(c10, c11, ep, col, nr, out + row_bytes);
-  if (mr > 2) store_row(c20, c21, ep, col, nr, out + 2 * row_bytes);
-  if (mr > 3) store_row(c30, c31, ep, col, nr, out + 3 * row_bytes);
+  const ColumnEpilogue ce = column_epilogue(ep, col);  // per-column terms once for the tile's rows
+  store_row(c00, c01, ce, ep, nr, out);
+  if (mr > 1) store_row(c10, c11, ce, ep, nr, out + row_bytes);
+  if (mr > 2) store_row(c20, c21, ce, ep, nr, out + 2 * row_bytes);
+  if (mr > 3) store_row(c30, c31, ce, ep, nr, out + 3 * row_bytes);
 }
 
 void q_8x8(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, size_t k_max, const int8_t* w, const uint8_t* a, size_t as,

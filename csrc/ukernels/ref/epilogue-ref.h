@@ -15,6 +15,7 @@ inline void store_epilogue_ref(int32_t acc, const QGemmEpilogue& ep, size_t col,
     return;
   }
   float y = std::fma(float(v), ep.a_scale * ep.w_scale[col], ep.bias[col]);
+  if (ep.residual != nullptr) y += ep.residual[residual_index(ep, c) + index];
   y = std::fmin(std::fmax(y, ep.out_min), ep.out_max);
   if (ep.out_kind == OutKind::kF32) {
     static_cast<float*>(c)[index] = y;
