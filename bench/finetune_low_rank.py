@@ -175,6 +175,7 @@ def main() -> int:
     parser.add_argument("--fractions", default="0.5,0.25,0.125")
     parser.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default 6 ravdess, 2 vit)")
     parser.add_argument("--lr", type=float, default=None, help="peak rate (default 1e-3 ravdess, 3e-4 vit)")
+    parser.add_argument("--seed", type=int, default=0, help="fine-tuning seed (data order, augmentation)")
     parser.add_argument("--control", action="store_true", help="also fine-tune the unfactorized model")
     parser.add_argument("--rounds", type=int, default=15, help="latency: alternating blocks per model")
     parser.add_argument("--calls", type=int, default=None, help="latency: calls per block (default 5 / 40)")
@@ -190,6 +191,7 @@ def main() -> int:
     import edgeopt.low_rank
 
     base, shape, data, config, pass_args, title = (setup_ravdess if args.model == "ravdess" else setup_vit)(args)
+    config.seed = args.seed
     labels = torch.cat([torch.as_tensor(y) for _, y in torch.utils.data.DataLoader(data["test"], batch_size=4096)])
     ref = logits(base, data["test"])
     base_macs = count_macs(base, shape)

@@ -91,3 +91,14 @@ def test_conv_pass_report_and_fraction():
         edgeopt.low_rank(model, rank=0.5, conv="separable")
     with pytest.raises(ValueError, match="conv must be"):
         edgeopt.low_rank(model, rank=0.5, conv="cp")
+
+
+def test_tucker2_report_full_rank_bounds_the_chosen_rank():
+    # a 1-channel stem: the input mode has rank 1, the output mode up to min(Cout, 9)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 16, 3, padding=1)).eval()
+    _, report = edgeopt.low_rank(model, rank=0.5, conv="tucker2", example_input=torch.randn(1, 1, 8, 8),
+                                 measure=False)
+    stem, second = report
+    assert (stem.rank, stem.full_rank) == (4, 9)  # r_out = round(0.5 * 9), r_in = 1
+    assert (second.rank, second.full_rank) == (16, 32) and all(e.rank <= e.full_rank for e in report)
