@@ -179,6 +179,7 @@ def main() -> int:
     parser.add_argument("--control", action="store_true", help="also fine-tune the unfactorized model")
     parser.add_argument("--rounds", type=int, default=15, help="latency: alternating blocks per model")
     parser.add_argument("--calls", type=int, default=None, help="latency: calls per block (default 5 / 40)")
+    parser.add_argument("--latency-threads", type=int, default=1, help="threads (torch and edgeopt) for the timing")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.epochs is None:
@@ -259,12 +260,15 @@ def main() -> int:
               + (f"; fp16 factors {100 * entry['fp16_factors']['accuracy']:.2f}%, max logit diff "
                  f"{entry['fp16_factors']['max_logit_diff']:.2e}" if "fp16_factors" in entry else ""), flush=True)
 
+    torch.set_num_threads(args.latency_threads)
+    set_num_threads(args.latency_threads)
+    result["latency_threads"] = args.latency_threads
     x = data["test"][0][0].unsqueeze(0)
     calls = args.calls or (5 if args.model == "ravdess" else 40)
     l0 = load()
     result["latency"] = paired_latency_ms(timed, x, args.rounds, calls)
     result["latency_load"] = [l0, load()]
-    print(f"\nbatch-1 latency, 1 thread, {args.rounds} alternating blocks of {calls} calls, load {l0} -> {load()}:")
+    print(f"\nbatch-1 latency, {args.latency_threads} thread(s), {args.rounds} alternating blocks of {calls} calls, load {l0} -> {load()}:")
     for k, v in result["latency"].items():
         print(f"  {k:34s} {v['median_ms']:8.3f} ms (blocks {v['min_block_ms']:.3f}-{v['max_block_ms']:.3f})")
     if args.out:
