@@ -769,7 +769,7 @@ class _Tracer(fx.Tracer):
     # edgeopt's own modules (LowRankLinear from edgeopt.low_rank, already-quantized layers) are called as
     # they are: tracing into them would hit their Python control flow and fail the whole model.
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return type(m).__module__.startswith("edgeopt.") or super().is_leaf_module(m, qualname)
+        return type(m).__module__.startswith("edgeopt.nn.") or super().is_leaf_module(m, qualname)
 
 
 def _trace(model: nn.Module) -> fx.GraphModule:
