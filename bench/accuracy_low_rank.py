@@ -102,7 +102,8 @@ def main() -> int:
     result["low_rank"] = []
     for fraction in (float(f) for f in args.fractions.split(",")):
         model = copy.deepcopy(base)
-        # Linear layers stay dense: LowRankLinear is inference-only (no autograd), and fine-tuning follows.
+        # Linear layers stay dense here (the only one is the 8-class head); bench/finetune_low_rank.py also
+        # fine-tunes low-rank Linear layers (trainable LowRankLinear) on a transformer.
         linears = [name for name, m in model.named_modules() if type(m) is nn.Linear]
         model, report = edgeopt.low_rank(model, rank=fraction, conv="tucker2", example_input=torch.zeros(1, *shape),
                                          measure=False, skip=linears)

@@ -62,9 +62,9 @@ class Skip(Exception):
 
 # ---------------------------------------------------------------------------------------------- models, inputs
 
-RANDOM_INIT = ("random init (seed 0), BatchNorm running statistics measured on 4 random-normal batches of 8 "
-               "(with the default init and identity statistics the activations shrink layer by layer: MobileNetV2's "
-               "logits came out ~1e-9, which int8 cannot represent)")
+# With the default init and identity BatchNorm statistics the activations shrink layer by layer (MobileNetV2's
+# logits came out ~1e-9, which no int8 contender can represent), so the statistics are measured on data.
+RANDOM_INIT = "random init (seed 0), BatchNorm statistics measured on 4 random-normal batches of 8"
 
 
 def _set_bn_statistics(model: nn.Module, shape: tuple[int, ...]) -> None:
@@ -428,7 +428,9 @@ def main() -> None:
         if args.built:
             cmd.extend(("--built", str(args.built)))
 
-    runner = pyperf.Runner(processes=4, values=5, warmups=1, add_cmdline_args=worker_args)
+    # 3 processes x 4 values (--fast: 3 x 2): building a contender costs more than timing it, and a full run
+    # of 4 models x 9 contenders has to stay near 20 minutes on the shared 2-core machine
+    runner = pyperf.Runner(processes=3, values=4, warmups=1, add_cmdline_args=worker_args)
     runner.argparser.add_argument("--impl", choices=IMPLS, required=True)
     runner.argparser.add_argument("--model", choices=tuple(MODELS), required=True)
     runner.argparser.add_argument("--built", type=Path, default=None,

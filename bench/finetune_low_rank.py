@@ -175,9 +175,11 @@ def main() -> int:
     parser.add_argument("--fractions", default="0.5,0.25,0.125")
     parser.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default 6 ravdess, 2 vit)")
     parser.add_argument("--lr", type=float, default=None, help="peak rate (default 1e-3 ravdess, 3e-4 vit)")
+    parser.add_argument("--seed", type=int, default=0, help="fine-tuning seed (data order, augmentation)")
     parser.add_argument("--control", action="store_true", help="also fine-tune the unfactorized model")
     parser.add_argument("--rounds", type=int, default=15, help="latency: alternating blocks per model")
     parser.add_argument("--calls", type=int, default=None, help="latency: calls per block (default 5 / 40)")
+    parser.add_argument("--latency-threads", type=int, default=1, help="threads (torch and edgeopt) for the timing")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.epochs is None:
@@ -190,6 +192,7 @@ def main() -> int:
     import edgeopt.low_rank
 
     base, shape, data, config, pass_args, title = (setup_ravdess if args.model == "ravdess" else setup_vit)(args)
+    config.seed = args.seed
     labels = torch.cat([torch.as_tensor(y) for _, y in torch.utils.data.DataLoader(data["test"], batch_size=4096)])
     ref = logits(base, data["test"])
     base_macs = count_macs(base, shape)
@@ -257,12 +260,15 @@ def main() -> int:
               + (f"; fp16 factors {100 * entry['fp16_factors']['accuracy']:.2f}%, max logit diff "
                  f"{entry['fp16_factors']['max_logit_diff']:.2e}" if "fp16_factors" in entry else ""), flush=True)
 
+    torch.set_num_threads(args.latency_threads)
+    set_num_threads(args.latency_threads)
+    result["latency_threads"] = args.latency_threads
     x = data["test"][0][0].unsqueeze(0)
     calls = args.calls or (5 if args.model == "ravdess" else 40)
     l0 = load()
     result["latency"] = paired_latency_ms(timed, x, args.rounds, calls)
     result["latency_load"] = [l0, load()]
-    print(f"\nbatch-1 latency, 1 thread, {args.rounds} alternating blocks of {calls} calls, load {l0} -> {load()}:")
+    print(f"\nbatch-1 latency, {args.latency_threads} thread(s), {args.rounds} alternating blocks of {calls} calls, load {l0} -> {load()}:")
     for k, v in result["latency"].items():
         print(f"  {k:34s} {v['median_ms']:8.3f} ms (blocks {v['min_block_ms']:.3f}-{v['max_block_ms']:.3f})")
     if args.out:

@@ -291,7 +291,9 @@ def _low_rank_convs(model, rank, energy, speedup, kind, example_input, measure, 
                     break
         else:
             candidate, r = build(rank)
-        full = min(cin, cout) if kind == "tucker2" else min(cin * kh, cout * kw)
+        # the largest rank either Tucker-2 mode can have (a 1-channel stem still has min(Cout, k*k) output ranks)
+        full = (max(min(cin, cout * kh * kw), min(cout, cin * kh * kw)) if kind == "tucker2"
+                else min(cin * kh, cout * kw))
         if candidate is None:
             report.append(LowRankReport(name, cin, cout, 0, full, macs, macs, math.nan, math.nan, math.nan, math.nan,
                                         False, "no rank reaches the speedup"))

@@ -640,7 +640,7 @@ def quantize(model: nn.Module, calibration_data, *, observer: str = "percentile"
 
     trace_error = None
     try:
-        gm = fx.symbolic_trace(work)
+        gm = _trace(work)
     except Exception as exc:  # data-dependent control flow, unsupported Python, ...
         gm = None
         trace_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
@@ -765,6 +765,17 @@ def quantize(model: nn.Module, calibration_data, *, observer: str = "percentile"
     return root.eval(), report
 
 
+class _Tracer(fx.Tracer):
+    # edgeopt's own modules (LowRankLinear from edgeopt.low_rank, already-quantized layers) are called as
+    # they are: tracing into them would hit their Python control flow and fail the whole model.
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return type(m).__module__.startswith("edgeopt.nn.") or super().is_leaf_module(m, qualname)
+
+
+def _trace(model: nn.Module) -> fx.GraphModule:
+    return fx.GraphModule(model, _Tracer().trace(model), type(model).__name__)
+
+
 def _check_calibrated(layers: list[_Layer], stats: dict[str, _Stats]) -> None:
     for layer in layers:
         if not layer.convertible:
@@ -783,7 +794,7 @@ def fusion_plan(model: nn.Module, example_input: torch.Tensor, skip: Iterable[st
     name or None, "activation": fused activation or None}} for every layer it would convert (convs
     included even when this build has no QuantConv2d). Raises what torch.fx raises if not traceable."""
     model = copy.deepcopy(model).eval()
-    gm = fx.symbolic_trace(model)
+    gm = _trace(model)
     modules = dict(gm.named_modules())
     layers = _find_layers(model, gm, set(skip))
     targets = [layer.name for layer in layers if layer.convertible]

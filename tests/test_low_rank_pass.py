@@ -91,3 +91,37 @@ def test_conv_pass_report_and_fraction():
         edgeopt.low_rank(model, rank=0.5, conv="separable")
     with pytest.raises(ValueError, match="conv must be"):
         edgeopt.low_rank(model, rank=0.5, conv="cp")
+
+
+def test_tucker2_report_full_rank_bounds_the_chosen_rank():
+    # a 1-channel stem: the input mode has rank 1, the output mode up to min(Cout, 9)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 16, 3, padding=1)).eval()
+    _, report = edgeopt.low_rank(model, rank=0.5, conv="tucker2", example_input=torch.randn(1, 1, 8, 8),
+                                 measure=False)
+    stem, second = report
+    assert (stem.rank, stem.full_rank) == (4, 9)  # r_out = round(0.5 * 9), r_in = 1
+    assert (second.rank, second.full_rank) == (16, 32) and all(e.rank <= e.full_rank for e in report)
+
+
+def test_tucker2_factors_quantize_to_int8_convs():
+    """Composition with issue 4's pass: the convs low_rank produces are plain Conv2d, so edgeopt.quantize
+    turns each of them (and the untouched layers) into QuantConv2d."""
+    import edgeopt
+    from edgeopt.nn import QuantConv2d
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 5)).eval()
+    x = torch.randn(2, 3, 12, 12)
+    factorized, report = edgeopt.low_rank(model, rank=0.5, conv="tucker2", example_input=x, measure=False)
+    assert any(r.converted for r in report)
+    convs = [name for name, m in factorized.named_modules() if isinstance(m, nn.Conv2d)]
+    qmodel, qreport = edgeopt.quantize(factorized, [x], progress=False)
+    assert qreport.traced  # the LowRankLinear head is called as a leaf, not traced into
+    for name in convs:  # every factor is int8 unless it is one of the too-short reductions kept float
+        assert qreport[name].converted or "too few" in qreport[name].reason
+    assert sum(isinstance(m, QuantConv2d) for m in qmodel.modules()) >= 4
+    with torch.no_grad():
+        ref, out = factorized(x), qmodel(x)
+    assert float(10 * torch.log10(ref.pow(2).mean() / (ref - out).pow(2).mean())) > 25

@@ -239,3 +239,23 @@ def test_pass_with_trainable_layers_finetunes_with_fit_then_freezes():
     assert [n for n, _ in model.named_parameters()] == ["4.weight", "4.bias"]
     with torch.no_grad():
         assert torch.equal(model(x), expected)
+
+
+def test_eval_repacks_before_torch_compile(linear):
+    from torch._inductor.utils import run_and_get_code
+
+    torch.manual_seed(6)
+    model = nn.Sequential(LowRankLinear.from_float(linear, rank=8, trainable=True), nn.GELU(), nn.Linear(40, 8))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(4, 96)
+    loss = model.train()(x).pow(2).sum()
+    loss.backward()
+    optimizer.step()
+    stale = model[0].packed_u.clone()
+    model.eval()  # repacks here, not only at the next eager forward
+    assert not torch.equal(model[0].packed_u, stale)
+    with torch.no_grad():
+        out, code = run_and_get_code(torch.compile(model, fullgraph=True), x)
+        expected = model(x)
+    assert any("edgeopt.low_rank_linear" in c for c in code)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)

@@ -3,6 +3,16 @@
 y = (x @ V) @ U^T + bias costs rank * (in + out) MACs instead of in * out. The fused op takes row
 blocks of x through both products while the rank-r intermediate stays in L1 (two phases in one native
 call at batch 1), and is bit-identical to running the two factors as separate layers (`unfused`).
+
+Fine-tuning: `make_trainable()` (or `trainable=True` on the constructors, or `edgeopt.low_rank(...,
+trainable=True)`) adds float32 parameters `u` (out, rank), `vt` (rank, in) and `bias`, starting at the
+stored factors. In training mode the layer is then two plain torch matmuls with autograd; in eval mode it
+runs the fused kernel on buffers repacked from the parameters whenever they have changed (checked by
+their version counters; `.eval()` and `state_dict()` repack too, so a graph compiled after `.eval()` and
+the saved buffers always match the parameters). `freeze()` repacks and drops the parameters
+(inference-only again). Training sees the float factors; the kernel sees them rounded to the storage
+dtype (fp16, or int8 with dynamic u8 activations), so eval output differs from train-mode output by that
+rounding only.
 """
 from __future__ import annotations
 
@@ -173,6 +183,14 @@ class LowRankLinear(nn.Module):
             self.packed_v = _pack(self.vt, None, self.weight_dtype)
             self.packed_u = _pack(self.u, self.bias, self.weight_dtype)
         self._packed_key = self._param_key()
+
+    def train(self, mode: bool = True) -> "LowRankLinear":
+        """Switching a trainable layer to eval mode repacks its changed parameters right away (a compiled
+        graph does not run the version check in forward, so compile after model.eval())."""
+        super().train(mode)
+        if not mode:
+            self._sync()
+        return self
 
     def _param_key(self) -> tuple:
         return tuple((id(p), p._version, tuple(p.shape)) for p in (self.u, self.vt, self.bias) if p is not None)
