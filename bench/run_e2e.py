@@ -213,6 +213,10 @@ def main() -> int:
     for model, r in results.items():
         lines.append(f"- {model}: {r['prepare'].get('weights')}; {r['prepare'].get('inputs')}"
                      + (f"; {r['prepare']['onnx']}" if "onnx" in r["prepare"] else ""))
+    for model, r in results.items():
+        report = r["checks"].get("edgeopt", {}).get("meta", {}).get("edgeopt_report")
+        if report:
+            lines.append(f"- {model}, {report}")
     lines += ["", "## Agreement with eager fp32 (8 inputs; the first is the timed one)", "",
               "relative = max abs diff / max |fp32 output|. Random-init networks on random inputs have small logit "
               "margins, so int8 top-1 flips there say little; a broken contender shows a relative difference near 1 "
