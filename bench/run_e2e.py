@@ -1,6 +1,6 @@
 """Runs the end-to-end benchmark of issue 4: every contender on every model, then the comparison.
 
-    python bench/run_e2e.py                       # all models and contenders (~20-25 min, loaded machine)
+    python bench/run_e2e.py                       # all models and contenders (16 min at load 2-4)
     python bench/run_e2e.py --fast --models vgg_audio,resnet18 --impls eager,torch_int8,ort_int8,edgeopt
 
 For each model: makes the shared inputs and ONNX files once (bench/results/e2e-cache/), builds each
