@@ -132,15 +132,7 @@ void qs8_low_rank_linear_py(const py::array& x, const py::array& packed_v, const
   call.out = fc.out;
   call.out_stride = fc.out_stride;
   call.num_threads = fc.num_threads;
-  {
-    py::gil_scoped_release release;
-    try {
-      qs8_low_rank_linear(v, u, call);
-    } catch (const std::domain_error& e) {
-      py::gil_scoped_acquire acquire;
-      throw py::value_error(e.what());
-    }
-  }
+  call_without_gil([&] { qs8_low_rank_linear(v, u, call); });
 }
 
 }  // namespace

@@ -90,23 +90,8 @@ py::tuple qlinear_py(const py::array& x, const py::array& packed, py::array& out
   QLinearCall call;
   fill_quant_args(call, x, out, dynamic, x_scale, x_zero_point, out_min, out_max, out_scale, out_zero_point,
                   num_threads);
-  call.x_stride = row_stride_elems(x, "input");
-  if (size_t(x.shape(1)) != w.k())
-    value_error("input has " + std::to_string(x.shape(1)) + " features, the layer expects " + std::to_string(w.k()));
-  call.m = size_t(x.shape(0));
-  call.out_stride = row_stride_elems(out, "output");
-  if (size_t(out.shape(0)) != call.m || size_t(out.shape(1)) != w.n())
-    value_error("output must have shape (" + std::to_string(call.m) + ", " + std::to_string(w.n()) + ")");
-  U8QuantParams used;
-  {
-    py::gil_scoped_release release;
-    try {
-      used = qlinear(w, call);
-    } catch (const std::domain_error& e) {
-      py::gil_scoped_acquire acquire;
-      throw py::value_error(e.what());
-    }
-  }
+  fill_linear_rows(call, x, out, w.k(), w.n());
+  const U8QuantParams used = call_without_gil([&] { return qlinear(w, call); });
   return py::make_tuple(used.scale, used.zero_point);
 }
 

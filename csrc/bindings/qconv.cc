@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "bindings/conv_args.h"
 #include "bindings/quant_args.h"
 #include "bindings/validate.h"
 #include "ops/maxpool.h"
@@ -23,8 +24,6 @@ using namespace edgeopt;
 using namespace edgeopt::bind;
 
 namespace {
-
-using Pair = std::array<int64_t, 2>;
 
 template <class F>
 auto rethrow_as_value_error(F&& f) {
@@ -136,47 +135,15 @@ py::tuple qconv_unpack(const py::array& packed, int64_t groups, bool validate) {
   return py::make_tuple(w, scale, bias);
 }
 
-void require_nhwc(const py::array& a, const char* what) {
-  if (a.ndim() != 4) value_error(std::string(what) + " must be 4-D (N, H, W, C), got " + std::to_string(a.ndim()) + "-D");
-  require_c_contiguous(a, what);
-}
-
 py::tuple qconv2d_py(const py::array& x, const py::array& packed, py::array& out, Pair kernel, Pair stride,
                      Pair padding, Pair dilation, int64_t groups, bool dynamic, float x_scale, int x_zero_point,
                      float out_min, float out_max, float out_scale, int out_zero_point, int num_threads,
                      const py::object& residual) {
-  require_nhwc(x, "input");
-  require_nhwc(out, "output");
-  for (int i = 0; i < 2; ++i) {
-    if (kernel[i] < 1 || stride[i] < 1 || dilation[i] < 1 || padding[i] < 0)
-      value_error("kernel, stride and dilation must be >= 1 and padding >= 0");
-  }
   QConvCall call;
   fill_quant_args(call, x, out, dynamic, x_scale, x_zero_point, out_min, out_max, out_scale, out_zero_point,
                   num_threads);
-  ConvGeometry& g = call.g;
-  g.batch = size_t(x.shape(0));
-  g.in_h = size_t(x.shape(1));
-  g.in_w = size_t(x.shape(2));
-  g.in_c = size_t(x.shape(3));
-  g.out_c = size_t(out.shape(3));
-  g.kernel_h = size_t(kernel[0]);
-  g.kernel_w = size_t(kernel[1]);
-  g.stride_h = size_t(stride[0]);
-  g.stride_w = size_t(stride[1]);
-  g.pad_h = size_t(padding[0]);
-  g.pad_w = size_t(padding[1]);
-  g.dilation_h = size_t(dilation[0]);
-  g.dilation_w = size_t(dilation[1]);
-  g.groups = size_t(groups);
-  if (groups < 1 || g.in_c % g.groups != 0 || g.out_c % g.groups != 0)
-    value_error("in and out channels must be multiples of groups");
-  if (g.out_h() == 0 || g.out_w() == 0)
-    value_error("input " + std::to_string(g.in_h) + "x" + std::to_string(g.in_w) +
-                " is smaller than the (dilated) kernel even with padding");
-  if (size_t(out.shape(0)) != g.batch || size_t(out.shape(1)) != g.out_h() || size_t(out.shape(2)) != g.out_w())
-    value_error("output must have shape (" + std::to_string(g.batch) + ", " + std::to_string(g.out_h()) + ", " +
-                std::to_string(g.out_w()) + ", out_channels)");
+  call.g = conv_geometry(x, out, kernel, stride, padding, dilation, groups);
+  const ConvGeometry& g = call.g;
   py::array residual_arr;
   if (!residual.is_none()) {
     residual_arr = residual.cast<py::array>();
@@ -197,13 +164,7 @@ py::tuple qconv2d_py(const py::array& x, const py::array& packed, py::array& out
                   std::to_string(g.in_c) + " -> " + std::to_string(g.out_c) + " channels, " + std::to_string(taps) +
                   " taps");
     if (g.kernel_h > 32) value_error("depthwise filters taller than 32 rows are not supported");
-    py::gil_scoped_release release;
-    try {
-      used = qdwconv2d(w, call);
-    } catch (const std::domain_error& e) {
-      py::gil_scoped_acquire acquire;
-      throw py::value_error(e.what());
-    }
+    used = call_without_gil([&] { return qdwconv2d(w, call); });
   } else {
     const std::vector<Qs8PackedView> views = group_views(packed, groups);
     const size_t k = taps * (g.in_c / g.groups);
@@ -211,13 +172,7 @@ py::tuple qconv2d_py(const py::array& x, const py::array& packed, py::array& out
       value_error("weights are for " + std::to_string(views[0].n() * g.groups) + " outputs x " +
                   std::to_string(views[0].k()) + " inputs per group; the call needs " + std::to_string(g.out_c) +
                   " x " + std::to_string(k));
-    py::gil_scoped_release release;
-    try {
-      used = qconv2d(views.data(), call);
-    } catch (const std::domain_error& e) {
-      py::gil_scoped_acquire acquire;
-      throw py::value_error(e.what());
-    }
+    used = call_without_gil([&] { return qconv2d(views.data(), call); });
   }
   return py::make_tuple(used.scale, used.zero_point);
 }
@@ -231,11 +186,9 @@ void maxpool2d_py(const py::array& x, py::array& out, Pair kernel, Pair stride, 
   if (!call.u8 && !has_dtype<float>(x)) type_error("input must be float32 or uint8, got " + dtype_name(x));
   if (out.dtype().not_equal(x.dtype())) type_error("output must have the input's dtype");
   if (!out.writeable()) value_error("output array is read-only");
-  for (int i = 0; i < 2; ++i) {
-    if (kernel[i] < 1 || stride[i] < 1 || dilation[i] < 1 || padding[i] < 0)
-      value_error("kernel, stride and dilation must be >= 1 and padding >= 0");
+  check_window(kernel, stride, padding, dilation);
+  for (int i = 0; i < 2; ++i)
     if (padding[i] > kernel[i] / 2) value_error("padding must be at most half the kernel size (as in torch)");
-  }
   call.batch = size_t(x.shape(0));
   call.in_h = size_t(x.shape(1));
   call.in_w = size_t(x.shape(2));

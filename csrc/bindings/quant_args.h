@@ -46,4 +46,16 @@ void fill_quant_args(Call& call, const py::array& x, py::array& out, bool dynami
   call.num_threads = num_threads;
 }
 
+// The rows of a linear call: x (m, k) and out (m, n), rows possibly strided, elements adjacent.
+template <class Call>
+void fill_linear_rows(Call& call, const py::array& x, const py::array& out, size_t k, size_t n) {
+  call.x_stride = row_stride_elems(x, "input");
+  if (size_t(x.shape(1)) != k)
+    value_error("input has " + std::to_string(x.shape(1)) + " features, the layer expects " + std::to_string(k));
+  call.m = size_t(x.shape(0));
+  call.out_stride = row_stride_elems(out, "output");
+  if (size_t(out.shape(0)) != call.m || size_t(out.shape(1)) != n)
+    value_error("output must have shape (" + std::to_string(call.m) + ", " + std::to_string(n) + ")");
+}
+
 }  // namespace edgeopt::bind

@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "bindings/conv_args.h"
 #include "bindings/quant_args.h"
 #include "bindings/validate.h"
 #include "ops/sparse_conv.h"
@@ -121,40 +122,17 @@ py::tuple sp_qlinear_py(const py::array& x, const py::array& packed, py::array& 
   QLinearCall call;
   fill_quant_args(call, x, out, dynamic, x_scale, x_zero_point, out_min, out_max, out_scale, out_zero_point,
                   num_threads);
-  call.x_stride = row_stride_elems(x, "input");
-  if (size_t(x.shape(1)) != w.k())
-    value_error("input has " + std::to_string(x.shape(1)) + " features, the layer expects " + std::to_string(w.k()));
-  call.m = size_t(x.shape(0));
-  call.out_stride = row_stride_elems(out, "output");
-  if (size_t(out.shape(0)) != call.m || size_t(out.shape(1)) != w.n())
-    value_error("output must have shape (" + std::to_string(call.m) + ", " + std::to_string(w.n()) + ")");
-  U8QuantParams used;
-  {
-    py::gil_scoped_release release;
-    try {
-      used = sparse_qlinear(w, call);
-    } catch (const std::domain_error& e) {
-      py::gil_scoped_acquire acquire;
-      throw py::value_error(e.what());
-    }
-  }
+  fill_linear_rows(call, x, out, w.k(), w.n());
+  const U8QuantParams used = call_without_gil([&] { return sparse_qlinear(w, call); });
   return py::make_tuple(used.scale, used.zero_point);
 }
-
-using Pair = std::array<int64_t, 2>;
 
 py::tuple sp_conv2d_py(const py::array& x, const py::array& packed, py::array& out, Pair kernel, Pair stride,
                        Pair padding, Pair dilation, bool dynamic, float x_scale, int x_zero_point, float out_min,
                        float out_max, float out_scale, int out_zero_point, int num_threads) {
   const SparsePackedView w = sparse_view(packed);
-  for (const py::array* a : {&x, static_cast<const py::array*>(&out)}) {
-    if (a->ndim() != 4) value_error("input and output must be 4-D NHWC arrays (N, H, W, C)");
-    require_c_contiguous(*a, a == &x ? "input" : "output");
-  }
-  for (int i = 0; i < 2; ++i)
-    if (kernel[i] < 1 || stride[i] < 1 || dilation[i] < 1 || padding[i] < 0)
-      value_error("kernel, stride and dilation must be >= 1 and padding >= 0");
   SparseConvCall call;
+  call.g = conv_geometry(x, out, kernel, stride, padding, dilation, 1);
   if (w.is_int8) {
     fill_quant_args(call, x, out, dynamic, x_scale, x_zero_point, out_min, out_max, out_scale, out_zero_point,
                     num_threads);
@@ -169,38 +147,12 @@ py::tuple sp_conv2d_py(const py::array& x, const py::array& packed, py::array& o
     call.out_max = out_max;
     call.num_threads = num_threads;
   }
-  ConvGeometry& g = call.g;
-  g.batch = size_t(x.shape(0));
-  g.in_h = size_t(x.shape(1));
-  g.in_w = size_t(x.shape(2));
-  g.in_c = size_t(x.shape(3));
-  g.out_c = size_t(out.shape(3));
-  g.kernel_h = size_t(kernel[0]);
-  g.kernel_w = size_t(kernel[1]);
-  g.stride_h = size_t(stride[0]);
-  g.stride_w = size_t(stride[1]);
-  g.pad_h = size_t(padding[0]);
-  g.pad_w = size_t(padding[1]);
-  g.dilation_h = size_t(dilation[0]);
-  g.dilation_w = size_t(dilation[1]);
-  if (g.out_h() == 0 || g.out_w() == 0) value_error("input is smaller than the (dilated) kernel even with padding");
-  if (size_t(out.shape(0)) != g.batch || size_t(out.shape(1)) != g.out_h() || size_t(out.shape(2)) != g.out_w())
-    value_error("output must have shape (" + std::to_string(g.batch) + ", " + std::to_string(g.out_h()) + ", " +
-                std::to_string(g.out_w()) + ", out_channels)");
+  const ConvGeometry& g = call.g;
   if (w.k() != g.kernel_h * g.kernel_w * g.in_c || w.n() != g.out_c)
     value_error("weights are " + std::to_string(w.n()) + " x " + std::to_string(w.k()) + "; the call needs " +
                 std::to_string(g.out_c) + " x " + std::to_string(g.kernel_h * g.kernel_w * g.in_c) +
                 " (out_channels x kh*kw*in_channels)");
-  U8QuantParams used;
-  {
-    py::gil_scoped_release release;
-    try {
-      used = sparse_conv2d(w, call);
-    } catch (const std::domain_error& e) {
-      py::gil_scoped_acquire acquire;
-      throw py::value_error(e.what());
-    }
-  }
+  const U8QuantParams used = call_without_gil([&] { return sparse_conv2d(w, call); });
   return py::make_tuple(used.scale, used.zero_point);
 }
 

@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cstddef>
+#include <stdexcept>
 #include <string>
 
 #include "ops/float_linear.h"
@@ -78,6 +79,19 @@ inline FloatLinearCall make_call(const py::array& x, size_t k, py::array& out, s
   call.out = static_cast<float*>(out.mutable_data());
   call.num_threads = num_threads;
   return call;
+}
+
+// Runs the core call f() with the GIL released; a std::domain_error from it (NaN or Inf in a quantized
+// layer's input) becomes a ValueError.
+template <class F>
+auto call_without_gil(F&& f) {
+  py::gil_scoped_release release;
+  try {
+    return f();
+  } catch (const std::domain_error& e) {
+    py::gil_scoped_acquire acquire;
+    throw py::value_error(e.what());
+  }
 }
 
 }  // namespace edgeopt::bind
