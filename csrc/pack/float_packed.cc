@@ -52,20 +52,10 @@ void pack_float_weights(FloatWeightType type, const void* w, const float* bias, 
   for (size_t j = 0; bias && j < n; ++j)
     if (!std::isfinite(bias[j])) throw std::invalid_argument("edgeopt: bias " + std::to_string(j) + " is not finite");
   std::memset(out, 0, l.total);
-  PackHeader h{};
-  h.magic = kPackMagic;
-  h.version = kPackVersion;
-  h.format = type == FloatWeightType::kF16 ? kPackFormatF16Gemm16 : kPackFormatF32Gemm16;
-  h.nr = kFGemmNr;
-  h.kr = 1;
-  h.n = uint32_t(n);
-  h.k = uint32_t(k);
-  h.n_padded = uint32_t(l.n_padded);
-  h.k_padded = uint32_t(k);
-  h.weight_max = 0;
-  h.has_bias = bias != nullptr;
-  h.total_bytes = l.total;
-  std::memcpy(out, &h, sizeof h);
+  write_pack_header(out, {.format = type == FloatWeightType::kF16 ? kPackFormatF16Gemm16 : kPackFormatF32Gemm16,
+                           .nr = kFGemmNr, .kr = 1, .n = uint32_t(n), .k = uint32_t(k),
+                           .n_padded = uint32_t(l.n_padded), .k_padded = uint32_t(k), .weight_max = 0,
+                           .has_bias = bias != nullptr, .total_bytes = l.total});
   float* bi = reinterpret_cast<float*>(out + l.bias);
   const size_t eb = elem_bytes(type);
   const uint8_t* src = static_cast<const uint8_t*>(w);

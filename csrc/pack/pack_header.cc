@@ -5,6 +5,12 @@
 
 namespace edgeopt {
 
+void write_pack_header(uint8_t* out, PackHeader h) {
+  h.magic = kPackMagic;
+  h.version = kPackVersion;
+  std::memcpy(out, &h, sizeof h);
+}
+
 void bad_pack(const std::string& why) { throw std::invalid_argument("edgeopt: packed weights rejected: " + why); }
 
 PackHeader read_pack_header(const uint8_t* buf, size_t bytes) {

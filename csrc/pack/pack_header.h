@@ -28,6 +28,9 @@ struct PackHeader {
 };
 static_assert(sizeof(PackHeader) == 64, "the header is part of the on-disk format");
 
+// Copies h to the start of a packed buffer, with this build's magic and format version filled in: the
+// layouts give the rest (format id, dims, padding, total size).
+void write_pack_header(uint8_t* out, PackHeader h);
 // Throws std::invalid_argument("edgeopt: packed weights rejected: " + why).
 [[noreturn]] void bad_pack(const std::string& why);
 // Copies the header out of buf after checking length, magic and version; layout checks are the caller's.

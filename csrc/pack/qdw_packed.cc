@@ -47,20 +47,9 @@ void pack_qdw_weights(const int8_t* w, const float* scale, const float* bias, si
   for (size_t i = 0; i < channels * taps; ++i)
     if (w[i] < -kQDwWeightMax) throw std::invalid_argument("edgeopt: depthwise weight -128 is outside [-127, 127]");
   std::memset(out, 0, l.total);
-  PackHeader h{};
-  h.magic = kPackMagic;
-  h.version = kPackVersion;
-  h.format = kPackFormatQs8Dwconv16x2;
-  h.nr = kQDwChannelTile;
-  h.kr = 2;
-  h.n = uint32_t(channels);
-  h.k = uint32_t(taps);
-  h.n_padded = uint32_t(l.c_padded);
-  h.k_padded = uint32_t(l.taps_padded);
-  h.weight_max = kQDwWeightMax;
-  h.has_bias = bias != nullptr;
-  h.total_bytes = l.total;
-  std::memcpy(out, &h, sizeof h);
+  write_pack_header(out, {.format = kPackFormatQs8Dwconv16x2, .nr = kQDwChannelTile, .kr = 2, .n = uint32_t(channels),
+                           .k = uint32_t(taps), .n_padded = uint32_t(l.c_padded), .k_padded = uint32_t(l.taps_padded),
+                           .weight_max = kQDwWeightMax, .has_bias = bias != nullptr, .total_bytes = l.total});
   int32_t* wsum = reinterpret_cast<int32_t*>(out + l.wsum);
   float* sc = reinterpret_cast<float*>(out + l.scale);
   float* bi = reinterpret_cast<float*>(out + l.bias);

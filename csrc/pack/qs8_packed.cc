@@ -46,20 +46,9 @@ void pack_qs8_weights(const int8_t* w, const float* scale, const float* bias, si
                                   std::to_string(i) + " is outside [-63, 63], the range the AVX2 kernel is exact for");
   }
   std::memset(out, 0, l.total);
-  PackHeader h{};
-  h.magic = kPackMagic;
-  h.version = kPackVersion;
-  h.format = kPackFormatQs8Gemm16c4;
-  h.nr = kQGemmNr;
-  h.kr = kQGemmKr;
-  h.n = uint32_t(n);
-  h.k = uint32_t(k);
-  h.n_padded = uint32_t(l.n_padded);
-  h.k_padded = uint32_t(l.k_padded);
-  h.weight_max = kQGemmWeightMax;
-  h.has_bias = bias != nullptr;
-  h.total_bytes = l.total;
-  std::memcpy(out, &h, sizeof h);
+  write_pack_header(out, {.format = kPackFormatQs8Gemm16c4, .nr = kQGemmNr, .kr = kQGemmKr, .n = uint32_t(n),
+                           .k = uint32_t(k), .n_padded = uint32_t(l.n_padded), .k_padded = uint32_t(l.k_padded),
+                           .weight_max = kQGemmWeightMax, .has_bias = bias != nullptr, .total_bytes = l.total});
   int32_t* colsum = reinterpret_cast<int32_t*>(out + l.colsum);
   float* sc = reinterpret_cast<float*>(out + l.scale);
   float* bi = reinterpret_cast<float*>(out + l.bias);

@@ -101,21 +101,10 @@ void pack_sparse_weights(bool is_int8, const void* w, const float* scale, const 
   const Layout l = layout_for(is_int8, n, k, nb, nnz);
   if (out_bytes != l.total) throw std::invalid_argument("edgeopt: pack buffer has the wrong size");
   std::memset(out, 0, l.total);
-  PackHeader h{};
-  h.magic = kPackMagic;
-  h.version = kPackVersion;
-  h.format = is_int8 ? kPackFormatQs8Sparse : kPackFormatF32Sparse;
-  h.nr = uint32_t(nb);
-  h.kr = uint32_t(l.kr);
-  h.n = uint32_t(n);
-  h.k = uint32_t(k);
-  h.n_padded = uint32_t(l.n_padded);
-  h.k_padded = uint32_t(l.k_padded);
-  h.weight_max = is_int8 ? kQGemmWeightMax : 0;
-  h.has_bias = bias != nullptr;
-  h.reserved0 = uint32_t(nnz);
-  h.total_bytes = l.total;
-  std::memcpy(out, &h, sizeof h);
+  write_pack_header(out, {.format = is_int8 ? kPackFormatQs8Sparse : kPackFormatF32Sparse, .nr = uint32_t(nb),
+                           .kr = uint32_t(l.kr), .n = uint32_t(n), .k = uint32_t(k), .n_padded = uint32_t(l.n_padded),
+                           .k_padded = uint32_t(l.k_padded), .weight_max = uint32_t(is_int8 ? kQGemmWeightMax : 0),
+                           .has_bias = bias != nullptr, .reserved0 = uint32_t(nnz), .total_bytes = l.total});
   float* bi = reinterpret_cast<float*>(out + l.bias);
   for (size_t j = 0; j < n; ++j) bi[j] = bias ? bias[j] : 0.0f;
   if (is_int8) {
