@@ -7,4 +7,4 @@ from edgeopt.nn.quant_linear import QuantLinear
 from edgeopt.nn.sparse_conv import SparseConv2d  # issue 5
 from edgeopt.nn.sparse_linear import SparseLinear  # issue 5
 
-__all__ = ["HalfLinear", "LowRankLinear", "MaxPool2d", "QuantConv2d", "QuantLinear"]
+__all__ = ["HalfLinear", "LowRankLinear", "MaxPool2d", "QuantConv2d", "QuantLinear", "SparseConv2d", "SparseLinear"]

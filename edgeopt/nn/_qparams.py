@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
 from edgeopt._native import _C
 
@@ -44,3 +45,24 @@ def activation_bounds(activation: str | tuple[float, float] | None) -> tuple[flo
     if isinstance(activation, tuple) and len(activation) == 2 and activation[0] <= activation[1]:
         return float(activation[0]), float(activation[1])
     raise ValueError(f"edgeopt: activation must be one of {ACTIVATIONS} or a (min, max) clamp, got {activation!r}")
+
+
+class StaticInputQuant(nn.Module):
+    """Base of the int8 modules: the static input (scale, zero point). They live in buffers (saved with the
+    model) and are mirrored as Python numbers, so forward passes them to the op without a tensor read
+    (which keeps torch.compile graphs whole)."""
+
+    def _register_input_params(self) -> None:
+        self.register_buffer("input_scale", torch.tensor(1.0))
+        self.register_buffer("input_zero_point", torch.tensor(0, dtype=torch.int32))
+        self._input_params = (1.0, 0)
+
+    def set_input_range(self, lo: float, hi: float) -> None:
+        scale, zero_point = u8_params(lo, hi)
+        self.input_scale.fill_(scale)
+        self.input_zero_point.fill_(zero_point)
+        self._input_params = (scale, zero_point)
+
+    def _input_params_from_buffers(self) -> None:
+        """After the buffers were loaded (state_dict), mirror them again."""
+        self._input_params = (float(self.input_scale), int(self.input_zero_point))

@@ -9,7 +9,7 @@ from torch import nn
 
 from edgeopt import ops
 from edgeopt._native import _C
-from edgeopt.nn._qparams import WEIGHT_MAX, activation_bounds, quantize_weight_per_channel, u8_params
+from edgeopt.nn._qparams import WEIGHT_MAX, StaticInputQuant, activation_bounds, quantize_weight_per_channel
 from edgeopt.nn.quant_linear import observe_min_max
 from edgeopt.threads import get_num_threads
 
@@ -24,7 +24,7 @@ def _pair(value, name: str) -> tuple[int, int]:
     return pair
 
 
-class QuantConv2d(nn.Module):
+class QuantConv2d(StaticInputQuant):
     """Int8 2-D convolution on the edgeopt kernels.
 
     Input: float32 (NCHW or channels_last), or uint8 already quantized with this layer's input parameters
@@ -57,11 +57,7 @@ class QuantConv2d(nn.Module):
         # One filter per channel: the dedicated depthwise kernel (full int8 weights).
         self.depthwise = groups > 1 and groups == in_channels == out_channels
         self.register_buffer("packed_weight", torch.empty(0, dtype=torch.uint8))
-        # As in QuantLinear: buffers are saved with the model; the Python mirrors feed the op without
-        # tensor reads, which keeps torch.compile graphs whole.
-        self.register_buffer("input_scale", torch.tensor(1.0))
-        self.register_buffer("input_zero_point", torch.tensor(0, dtype=torch.int32))
-        self._input_params = (1.0, 0)
+        self._register_input_params()
         self._output_params: tuple[float, int] | None = None
 
     @classmethod
@@ -116,12 +112,6 @@ class QuantConv2d(nn.Module):
             q, scale = quantize_weight_per_channel(weight.detach().permute(0, 2, 3, 1), WEIGHT_MAX)
             packed = _C.qconv_pack(q.numpy(), scale.numpy(), bias_np, self.groups)
         self.packed_weight = torch.from_numpy(packed)
-
-    def set_input_range(self, lo: float, hi: float) -> None:
-        scale, zero_point = u8_params(lo, hi)
-        self.input_scale.fill_(scale)
-        self.input_zero_point.fill_(zero_point)
-        self._input_params = (scale, zero_point)
 
     def set_output_quant(self, scale: float | None, zero_point: int = 0) -> None:
         """Make forward return uint8 quantized with (scale, zero_point) -- for a following quantized layer
@@ -225,7 +215,7 @@ class QuantConv2d(nn.Module):
                 raise ValueError(f"edgeopt QuantConv2d: packed filter is {q.shape}, this module needs {expected}")
             self.packed_weight = torch.empty_like(incoming)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._input_params = (float(self.input_scale), int(self.input_zero_point))
+        self._input_params_from_buffers()
 
     def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

@@ -10,13 +10,13 @@ from torch import nn
 from edgeopt import ops
 from edgeopt._native import _C
 from edgeopt.nn._inputs import check_input
-from edgeopt.nn._qparams import activation_bounds, quantize_weight_per_channel, u8_params
+from edgeopt.nn._qparams import StaticInputQuant, activation_bounds, quantize_weight_per_channel
 from edgeopt.threads import get_num_threads
 
 MODES = ("dynamic", "static")
 
 
-class QuantLinear(nn.Module):
+class QuantLinear(StaticInputQuant):
     """y = act(dequant(quant_u8(x) @ W_s8^T) + bias) on the edgeopt int8 kernels.
 
     Weights: symmetric per output channel in [-63, 63] (7 bits; exact on AVX2 without VNNI, see
@@ -39,11 +39,7 @@ class QuantLinear(nn.Module):
         self.activation = activation
         self.out_min, self.out_max = activation_bounds(activation)
         self.register_buffer("packed_weight", torch.empty(0, dtype=torch.uint8))
-        # Static activation parameters live in buffers (saved with the model) and are mirrored as Python
-        # numbers so forward passes them to the op without a tensor read (keeps torch.compile graphs whole).
-        self.register_buffer("input_scale", torch.tensor(1.0))
-        self.register_buffer("input_zero_point", torch.tensor(0, dtype=torch.int32))
-        self._input_params = (1.0, 0)
+        self._register_input_params()
 
     @classmethod
     def from_float(cls, linear: nn.Linear, mode: str = "dynamic",
@@ -66,12 +62,6 @@ class QuantLinear(nn.Module):
                 input_range = observe_min_max(calibration_data)
             module.set_input_range(*input_range)
         return module
-
-    def set_input_range(self, lo: float, hi: float) -> None:
-        scale, zero_point = u8_params(lo, hi)
-        self.input_scale.fill_(scale)
-        self.input_zero_point.fill_(zero_point)
-        self._input_params = (scale, zero_point)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = check_input("QuantLinear", x, self.in_features)
@@ -118,7 +108,7 @@ class QuantLinear(nn.Module):
                     f"this module is {self.out_features}x{self.in_features}")
             self.packed_weight = torch.empty_like(incoming)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._input_params = (float(self.input_scale), int(self.input_zero_point))
+        self._input_params_from_buffers()
 
     def extra_repr(self) -> str:
         act = "" if self.activation in (None, "none") else f", activation={self.activation}"

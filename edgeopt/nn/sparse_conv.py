@@ -15,14 +15,14 @@ from torch._prims_common import suggest_memory_format
 
 from edgeopt import ops
 from edgeopt._native import _C
-from edgeopt.nn._qparams import activation_bounds, quantize_weight_per_channel, u8_params
+from edgeopt.nn._qparams import StaticInputQuant, activation_bounds, quantize_weight_per_channel
 from edgeopt.nn.quant_conv import QuantConv2d, _pair
 from edgeopt.nn.quant_linear import MODES, observe_min_max
 from edgeopt.nn.sparse_linear import BLOCK_COLS, DTYPES
 from edgeopt.threads import get_num_threads
 
 
-class SparseConv2d(nn.Module):
+class SparseConv2d(StaticInputQuant):
     """Block-sparse 2-D convolution (groups=1, zero padding). Input float32 NCHW or channels_last; the
     output has the memory format torch's conv would give. dtype="int8": per-channel [-63, 63] weights,
     affine uint8 activations, dynamic (per call) or static (calibrated). Inference only."""
@@ -51,9 +51,7 @@ class SparseConv2d(nn.Module):
         self.block_cols = block_cols
         self.out_min, self.out_max = activation_bounds(activation)
         self.register_buffer("packed_weight", torch.empty(0, dtype=torch.uint8))
-        self.register_buffer("input_scale", torch.tensor(1.0))
-        self.register_buffer("input_zero_point", torch.tensor(0, dtype=torch.int32))
-        self._input_params = (1.0, 0)
+        self._register_input_params()
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d, mask: torch.Tensor | None = None, dtype: str = "fp32",
@@ -99,12 +97,6 @@ class SparseConv2d(nn.Module):
             q, scale = quantize_weight_per_channel(w)
             packed = _C.sp_pack(q.numpy(), scale.numpy(), b, self.block_cols)
         self.packed_weight = torch.from_numpy(packed)
-
-    def set_input_range(self, lo: float, hi: float) -> None:
-        scale, zero_point = u8_params(lo, hi)
-        self.input_scale.fill_(scale)
-        self.input_zero_point.fill_(zero_point)
-        self._input_params = (scale, zero_point)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.packed_weight.numel() == 0:
@@ -176,7 +168,7 @@ class SparseConv2d(nn.Module):
                 raise ValueError(f"edgeopt SparseConv2d: packed weight is {info['weight_dtype']}, the state says {dtype}")
             self.packed_weight = torch.empty_like(incoming)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._input_params = (float(self.input_scale), int(self.input_zero_point))
+        self._input_params_from_buffers()
 
     def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

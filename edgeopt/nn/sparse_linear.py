@@ -15,7 +15,7 @@ from torch import nn
 from edgeopt import ops
 from edgeopt._native import _C
 from edgeopt.nn._inputs import check_input
-from edgeopt.nn._qparams import activation_bounds, quantize_weight_per_channel, u8_params
+from edgeopt.nn._qparams import StaticInputQuant, activation_bounds, quantize_weight_per_channel
 from edgeopt.nn.quant_linear import MODES, observe_min_max
 from edgeopt.threads import get_num_threads
 
@@ -23,7 +23,7 @@ DTYPES = ("fp32", "int8")
 BLOCK_COLS = (8, 16)
 
 
-class SparseLinear(nn.Module):
+class SparseLinear(StaticInputQuant):
     """y = act(x @ W^T + bias) with W block-sparse. dtype="int8": symmetric per-channel [-63, 63] weights
     and affine uint8 activations (dynamic or static), exactly as edgeopt.nn.QuantLinear. Inference only."""
 
@@ -47,9 +47,7 @@ class SparseLinear(nn.Module):
         self.block_cols = block_cols
         self.out_min, self.out_max = activation_bounds(activation)
         self.register_buffer("packed_weight", torch.empty(0, dtype=torch.uint8))
-        self.register_buffer("input_scale", torch.tensor(1.0))
-        self.register_buffer("input_zero_point", torch.tensor(0, dtype=torch.int32))
-        self._input_params = (1.0, 0)
+        self._register_input_params()
 
     @classmethod
     def from_float(cls, linear: nn.Linear, mask: torch.Tensor | None = None, dtype: str = "fp32",
@@ -88,12 +86,6 @@ class SparseLinear(nn.Module):
             q, scale = quantize_weight_per_channel(w)
             packed = _C.sp_pack(q.numpy(), scale.numpy(), b, self.block_cols)
         self.packed_weight = torch.from_numpy(packed)
-
-    def set_input_range(self, lo: float, hi: float) -> None:
-        scale, zero_point = u8_params(lo, hi)
-        self.input_scale.fill_(scale)
-        self.input_zero_point.fill_(zero_point)
-        self._input_params = (scale, zero_point)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = check_input("SparseLinear", x, self.in_features)
@@ -161,7 +153,7 @@ class SparseLinear(nn.Module):
                 raise ValueError(f"edgeopt SparseLinear: packed weight is {info['weight_dtype']}, the state says {dtype}")
             self.packed_weight = torch.empty_like(incoming)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._input_params = (float(self.input_scale), int(self.input_zero_point))
+        self._input_params_from_buffers()
 
     def extra_repr(self) -> str:
         act = "" if self.activation in (None, "none") else f", activation={self.activation}"
