@@ -9,6 +9,7 @@ from torch import nn
 
 from edgeopt import ops
 from edgeopt._native import _C
+from edgeopt.nn._inputs import nhwc_input
 from edgeopt.nn._qparams import WEIGHT_MAX, StaticInputQuant, activation_bounds, quantize_weight_per_channel
 from edgeopt.nn.quant_linear import observe_min_max
 from edgeopt.threads import get_num_threads
@@ -176,11 +177,7 @@ class QuantConv2d(StaticInputQuant):
             raise TypeError(f"edgeopt QuantConv2d expects float32 or uint8 input, got {x.dtype}")
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"edgeopt QuantConv2d expects input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        # torch's own rule (suggest_memory_format) in two cheap checks -- that function costs ~25 us a call:
-        # channels_last only when x is not also NCHW-contiguous (one channel or one pixel counts as NCHW).
-        channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-        # A view when x is channels_last (or has one channel); otherwise one copy, here.
-        return x.permute(0, 2, 3, 1).contiguous(), channels_last
+        return nhwc_input(x)
 
     def dequantized_weight(self) -> torch.Tensor:
         """The float filter the kernel effectively uses (int8 values times their scales), torch layout."""

@@ -11,10 +11,10 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
-from torch._prims_common import suggest_memory_format
 
 from edgeopt import ops
 from edgeopt._native import _C
+from edgeopt.nn._inputs import nhwc_input
 from edgeopt.nn._qparams import StaticInputQuant, activation_bounds, quantize_weight_per_channel
 from edgeopt.nn.quant_conv import QuantConv2d, _pair
 from edgeopt.nn.quant_linear import MODES, observe_min_max
@@ -108,8 +108,7 @@ class SparseConv2d(StaticInputQuant):
             raise TypeError(f"edgeopt SparseConv2d expects float32 input, got {x.dtype}")
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"edgeopt SparseConv2d expects input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        channels_last = suggest_memory_format(x) == torch.channels_last
-        x_nhwc = x.permute(0, 2, 3, 1).contiguous()  # a view when x is channels_last
+        x_nhwc, channels_last = nhwc_input(x)
         scale, zero_point = self._input_params
         dynamic = self.mode == "dynamic"
         args = (list(self.kernel_size), list(self.stride), list(self.padding), list(self.dilation))
