@@ -1,5 +1,6 @@
-// The AVX2 epilogue shared by the int8 kernels (GEMM and depthwise conv): zero-point correction,
-// per-channel scale, bias, clamp, and f32 / u8 / s32 stores. Included only by files compiled with AVX2.
+// The AVX2 pieces shared by the int8 kernels (dense and sparse GEMM, depthwise conv): the u8 x s8 dot
+// step of the 16c4 layout, and the epilogue (zero-point correction, per-channel scale, bias, clamp, and
+// f32 / u8 / s32 stores). Included only by files compiled with AVX2.
 #pragma once
 
 #include <immintrin.h>
@@ -9,6 +10,19 @@
 #include "ukernels/qgemm.h"
 
 namespace edgeopt {
+
+// acc += the sums of 4 adjacent u8 x s8 products (vpmaddubsw, then vpmaddwd with ones to int32); exact
+// for weights in [-63, 63] (ukernels/qgemm.h).
+inline __m256i dot4(__m256i acc, __m256i a, __m256i w, __m256i ones) {
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, w), ones));
+}
+
+// 4 activation bytes broadcast to all eight 32-bit lanes.
+inline __m256i broadcast4(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm256_set1_epi32(v);
+}
 
 // The per-column terms of the epilogue for one block of 16 columns: computed once and shared by every
 // row of a tile (the same products the scalar epilogue forms, so results stay bit-identical).

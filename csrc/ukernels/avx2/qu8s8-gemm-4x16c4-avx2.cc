@@ -11,16 +11,6 @@
 namespace edgeopt {
 namespace {
 
-inline __m256i dot4(__m256i acc, __m256i a, __m256i w, __m256i ones) {
-  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, w), ones));
-}
-
-inline __m256i broadcast4(const uint8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return _mm256_set1_epi32(v);
-}
-
 inline size_t elem_size(OutKind kind) { return kind == OutKind::kU8 ? 1 : 4; }
 
 // MR (1 or 2) rows x 16 columns, for batch-1..2 (GEMV-like) calls, which are memory-bound:

@@ -150,16 +150,6 @@ void f32_2x16(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, size_t k_m
   }
 }
 
-inline __m256i dot4(__m256i acc, __m256i a, __m256i w, __m256i ones) {
-  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, w), ones));
-}
-
-inline __m256i broadcast4(const uint8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return _mm256_set1_epi32(v);
-}
-
 template <int MR, int NB>
 void q_tile(size_t mr, size_t nr, size_t nnz, const uint32_t* kidx, size_t k_max, const int8_t* w, const uint8_t* a, size_t as,
             const QGemmEpilogue& ep, size_t col, void* c, size_t cs) {
