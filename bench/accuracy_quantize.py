@@ -6,7 +6,7 @@
 Models: the trained reference checkpoints (edgeopt/checkpoints). RAVDESS speech emotion is evaluated on
 its speaker-independent test actors (21-24), CIFAR-10 on its 10k test images. Calibration uses evenly
 spaced samples of each training split (no augmentation), never test data. One thread (the machine is
-shared), so the figures are about accuracy, not speed. Targets (issue 4): int8 within 1.0 point of fp32
+shared), so the figures are about accuracy, not speed. Targets: int8 within 1.0 point of fp32
 and top-1 agreement >= 98%.
 """
 from __future__ import annotations

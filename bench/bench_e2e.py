@@ -1,4 +1,4 @@
-"""pyperf benchmark of one whole model at batch 1 under one implementation (issue 4, end-to-end peers).
+"""pyperf benchmark of one whole model at batch 1 under one implementation (end-to-end peers).
 
     python bench/bench_e2e.py --impl ort_int8 --model resnet18 -o ort_int8.json   # pyperf, own processes
     python bench/bench_e2e.py --check --impl ort_int8 --model resnet18            # build + accuracy, JSON line

@@ -1,4 +1,4 @@
-"""Low rank + fine-tuning on real data, and fp16 weights: accuracy, MACs and batch-1 latency (issue 6).
+"""Low rank + fine-tuning on real data, and fp16 weights: accuracy, MACs and batch-1 latency.
 
     python bench/finetune_low_rank.py --model ravdess [--fractions 0.5,0.25,0.125] [--epochs 6] [--out r.json]
     python bench/finetune_low_rank.py --model vit     [--fractions 0.5,0.25,0.125] [--epochs 2] [--out v.json]

@@ -4,7 +4,7 @@ Runs each model (edgeopt.quantize'd) twice: as is, and with the native kernel en
 qlinear, maxpool2d) replaced by stubs that return at once. The stubbed run still does everything else
 per layer -- the module's Python, argument checks, output allocation, NCHW/NHWC views -- and the torch ops
 between layers (avgpool, flatten, the float stem), so `stubbed / full` is the share of the model's time
-outside edgeopt's kernels: the per-layer overhead issue 4 asks about (plus the float ops that remain).
+outside edgeopt's kernels: the per-layer overhead (plus the float ops that remain).
 
 Timed as CPU time of one thread (time.thread_time, torch and edgeopt on 1 thread), best of 5 rounds of
 10 calls: the machine this was written on was shared, and CPU time does not count waiting for a core.

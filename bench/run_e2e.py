@@ -1,4 +1,4 @@
-"""Runs the end-to-end benchmark of issue 4: every contender on every model, then the comparison.
+"""Runs the end-to-end benchmark: every contender on every model, then the comparison.
 
     python bench/run_e2e.py                       # all models and contenders (16 min at load 2-4)
     python bench/run_e2e.py --fast --models vgg_audio,resnet18 --impls eager,torch_int8,ort_int8,edgeopt
@@ -8,7 +8,7 @@ contender once in its own process to compare its outputs with eager fp32 and to 
 here (missing packages or APIs are skipped with the reason), then times every runnable contender with
 bench_e2e.py under pyperf (own worker processes, one JSON per contender in bench/results/e2e-<tag>/<model>/).
 Prints and writes summary.md: median latency in ms, ratios, accuracy vs fp32, the ISA each contender
-reported, the load average, and each target of issue 4 as MET / MISSED with the figures.
+reported, the load average, and each target as MET / MISSED with the figures.
 """
 from __future__ import annotations
 
@@ -191,7 +191,7 @@ def main() -> int:
     load_after = load()
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
 
-    lines = [f"# End-to-end benchmark, issue 4 (batch 1, {args.threads} threads{', pyperf --fast' if args.fast else ''})",
+    lines = [f"# End-to-end benchmark (batch 1, {args.threads} threads{', pyperf --fast' if args.fast else ''})",
              "", f"{time.strftime('%Y-%m-%d %H:%M')}; load average (1/5/15 min) {load_before} before, {load_after} "
              f"after; {(time.time() - started) / 60:.1f} min. Median latency in ms (pyperf, own processes).", ""]
     lines += ["| model | weights | " + " | ".join(impls) + " | edgeopt vs eager | best int8 peer | edgeopt vs it |",
@@ -208,7 +208,7 @@ def main() -> int:
         best_cell = f"{best} {peers[best] * 1e3:.2f}" if best else "-"
         weights = "trained" if "trained" in r["prepare"].get("weights", "") else "random init"
         lines.append(f"| {LABELS[model]} | {weights} | " + " | ".join(cells) + f" | {vs_eager} | {best_cell} | {vs_best} |")
-    lines += ["", "## Targets of issue 4", "", *target_lines(results)]
+    lines += ["", "## Targets", "", *target_lines(results)]
     lines += ["", "## Inputs and weights", ""]
     for model, r in results.items():
         lines.append(f"- {model}: {r['prepare'].get('weights')}; {r['prepare'].get('inputs')}"

@@ -1,4 +1,4 @@
-"""Quick block-shape microbenchmark for the block-sparse kernels (issue 5; not the pyperf benchmark).
+"""Quick block-shape microbenchmark for the block-sparse kernels (not the pyperf benchmark).
 
     python bench/sparse_blocks_micro.py [--threads 1]
 

@@ -1,4 +1,4 @@
-"""ResNet-18 at 80% block sparsity in int8 vs edgeopt's dense int8, batch 1, 2 threads (issue 5's
+"""ResNet-18 at 80% block sparsity in int8 vs edgeopt's dense int8, batch 1, 2 threads (the sparse
 end-to-end figure), in one process.
 
 The model and inputs are the end-to-end benchmark's (bench_e2e.load_model / inputs: random init with

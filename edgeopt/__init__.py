@@ -34,5 +34,5 @@ def __getattr__(name):
         from edgeopt.quantize_linear import quantize_linear_layers
 
         return quantize_linear_layers
-    if name in ("prune", "sparsify"): return __import__("importlib").import_module(f"edgeopt.{name}")  # issue 5
+    if name in ("prune", "sparsify"): return __import__("importlib").import_module(f"edgeopt.{name}")
     raise AttributeError(f"module 'edgeopt' has no attribute {name!r}")

@@ -51,7 +51,7 @@ def _(x, packed_weight, out_features, dynamic, x_scale, x_zero_point, out_min, o
     return x.new_empty((x.shape[0], out_features), dtype=torch.uint8 if out_uint8 else torch.float32)
 
 
-# --- float-weight linear layers (fp32 / fp16 packed weights) and the fused low-rank layer (issue 6) ---
+# --- float-weight linear layers (fp32 / fp16 packed weights) and the fused low-rank layer ---
 
 @torch.library.custom_op("edgeopt::fw_linear", mutates_args=())
 def fw_linear(x: torch.Tensor, packed_weight: torch.Tensor, out_features: int, out_min: float,
@@ -100,7 +100,7 @@ def _(x, packed_v, packed_u, out_features, out_min, out_max):
     return x.new_empty((x.shape[0], out_features), dtype=torch.float32)
 
 
-# --- int8 convolution (issue 4) ---
+# --- int8 convolution ---
 
 @torch.library.custom_op("edgeopt::quant_conv2d", mutates_args=())
 def quant_conv2d(x: torch.Tensor, packed_weight: torch.Tensor, out_channels: int, kernel: list[int],
@@ -151,7 +151,7 @@ def _(x, kernel, stride, padding, dilation, ceil_mode):
     return x.new_empty((n, oh, ow, c))
 
 
-# --- block-sparse layers (issue 5): fp32 and int8 weights in the packed block-sparse layouts ---
+# --- block-sparse layers: fp32 and int8 weights in the packed block-sparse layouts ---
 
 @torch.library.custom_op("edgeopt::sparse_linear", mutates_args=())
 def sparse_linear(x: torch.Tensor, packed_weight: torch.Tensor, out_features: int, out_min: float,

@@ -4,7 +4,7 @@ Zeros only make a layer faster on an AVX2 CPU when they come in blocks that keep
 pruning granularity is a block of the layer's GEMM weight (out_features x in_features; for a conv,
 out_channels x (kh * kw * in_channels), the NHWC im2col order the sparse kernels read). block=(1, 1) is
 unstructured. The edgeopt sparse kernels skip whole (8 out x 1 in) fp32 / (8 out x 4 in) int8 blocks,
-so block=(8, 4) is the shape whose zeros every kernel can use (see bench/NOTES.md, "Issue 5").
+so block=(8, 4) is the shape whose zeros every kernel can use (see the block-sparse sections of bench/NOTES.md).
 
     pruner = edgeopt.prune(model, sparsity=0.8, block=(8, 4))          # one shot, masks applied now
     pruner = edgeopt.prune(model, sparsity=0.9, block=(8, 4), steps=2000)  # gradual (cubic) schedule

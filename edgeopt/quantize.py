@@ -293,7 +293,7 @@ def _looks_like_layer(m: nn.Module) -> bool:
 
 def _quant_conv_class():
     try:
-        from edgeopt.nn import QuantConv2d  # lands with the INT8 conv kernels (issue 4)
+        from edgeopt.nn import QuantConv2d
     except ImportError:
         return None
     return QuantConv2d

@@ -105,7 +105,7 @@ def test_tucker2_report_full_rank_bounds_the_chosen_rank():
 
 
 def test_tucker2_factors_quantize_to_int8_convs():
-    """Composition with issue 4's pass: the convs low_rank produces are plain Conv2d, so edgeopt.quantize
+    """Composition with edgeopt.quantize: the convs low_rank produces are plain Conv2d, so edgeopt.quantize
     turns each of them (and the untouched layers) into QuantConv2d."""
     import edgeopt
     from edgeopt.nn import QuantConv2d

@@ -1,4 +1,4 @@
-"""edgeopt.prune (issue 5): block magnitude masks, global/layer scope, gradual schedule kept applied during
+"""edgeopt.prune: block magnitude masks, global/layer scope, gradual schedule kept applied during
 training, conversion to sparse modules with a measured per-layer choice, structured channel pruning."""
 import pytest
 import torch

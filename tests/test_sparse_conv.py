@@ -1,4 +1,4 @@
-"""Block-sparse convolution (issue 5): kernel path vs torch conv (fp32) and an exact integer reference
+"""Block-sparse convolution: kernel path vs torch conv (fp32) and an exact integer reference
 (int8), in-place (interior) and gathered (border) pixels, both block widths and ISA paths; SparseConv2d."""
 import io
 

@@ -1,4 +1,4 @@
-"""Block-sparse GEMM kernels (issue 5): int8 bit-exact against an int64 reference, fp32 bit-identical
+"""Block-sparse GEMM kernels: int8 bit-exact against an int64 reference, fp32 bit-identical
 across ISA paths and within a K-scaled tolerance of float64, on odd/prime/edge shapes, both block widths,
 sentinel-filled outputs; packed-format validation."""
 import numpy as np

@@ -1,4 +1,4 @@
-"""SparseLinear (issue 5): numerics against nn.Linear / QuantLinear, state_dict round trip, errors, ops."""
+"""SparseLinear: numerics against nn.Linear / QuantLinear, state_dict round trip, errors, ops."""
 import io
 
 import pytest

@@ -19,9 +19,9 @@ namespace py = pybind11;
 using namespace edgeopt;
 using namespace edgeopt::bind;
 
-void register_float_linear(py::module_& m);  // bindings/float_linear.cc (issue 6: fp16 weights, low rank)
-void register_qconv(py::module_& m);         // bindings/qconv.cc (issue 4: int8 convolution)
-void register_sparse(py::module_& m);        // bindings/sparse.cc (issue 5: block-sparse layers)
+void register_float_linear(py::module_& m);  // bindings/float_linear.cc (fp16 weights, low rank)
+void register_qconv(py::module_& m);         // bindings/qconv.cc (int8 convolution)
+void register_sparse(py::module_& m);        // bindings/sparse.cc (block-sparse layers)
 
 namespace {
 

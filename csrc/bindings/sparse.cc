@@ -1,4 +1,4 @@
-// pybind11 bindings of the block-sparse layers (issue 5); registered from module.cc. Same rules as
+// pybind11 bindings of the block-sparse layers; registered from module.cc. Same rules as
 // there: arrays are taken as they are (no forcecast), a wrong dtype or layout is a clear Python error,
 // the GIL is released around the kernels.
 #include <pybind11/numpy.h>

@@ -43,7 +43,7 @@ struct PoolKernels {
 const PoolKernels& pool_kernels(Isa isa);
 inline const PoolKernels& pool_kernels() { return pool_kernels(active_isa()); }
 
-// Block-sparse GEMM (issue 5, ukernels/spgemm.h), per block width (8 or 16 columns) and row tile:
+// Block-sparse GEMM (ukernels/spgemm.h), per block width (8 or 16 columns) and row tile:
 // [0] 1 row, [1] 2 rows, [2] 4 rows, [3] 8 rows (nullptr: no such tile; use the next smaller).
 struct SparseGemmKernels {
   F32SpGemmUkernelFn f32_nb8[4];

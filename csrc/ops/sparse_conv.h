@@ -1,4 +1,4 @@
-// Block-sparse 2-D convolution on NHWC activations (issue 5), fp32 or int8, groups = 1.
+// Block-sparse 2-D convolution on NHWC activations, fp32 or int8, groups = 1.
 //
 // The weight is the (out_c) x (kernel_h * kernel_w * in_c) GEMM matrix in (ky, kx, c) order, packed
 // block-sparse (pack/sparse_packed.h). Implicit GEMM: for an output pixel whose taps are all inside the

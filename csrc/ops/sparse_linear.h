@@ -1,4 +1,4 @@
-// Block-sparse linear layers (issue 5): y = clamp(x @ W^T + bias) with W in the block-sparse packed
+// Block-sparse linear layers: y = clamp(x @ W^T + bias) with W in the block-sparse packed
 // layouts of pack/sparse_packed.h, fp32 (FloatLinearCall) or int8 (QLinearCall: the same dynamic/static
 // u8 activations and epilogue as the dense qlinear).
 #pragma once

@@ -1,4 +1,4 @@
-// Packed block-sparse weights (issue 5): one plain byte buffer with the common 64-byte header.
+// Packed block-sparse weights: one plain byte buffer with the common 64-byte header.
 //
 //   fp32 (format kPackFormatF32Sparse):  [header][f32 bias x n_padded][row_ptr][kidx][values]
 //   int8 (format kPackFormatQs8Sparse):  [header][i32 colsum x n_padded][f32 scale x n_padded]

@@ -1,4 +1,4 @@
-// Block-sparse weight x dense activation GEMM micro-kernels (issue 5): C[i][j] = sum_k A[i][k] * W[j][k]
+// Block-sparse weight x dense activation GEMM micro-kernels: C[i][j] = sum_k A[i][k] * W[j][k]
 // where W (N x K) is stored as blocks of NB output columns x KB consecutive k, only the blocks holding a
 // non-zero weight. SIMD lanes run over the NB output columns (as in the dense kernels), so the activation
 // layout is the dense one (row-major M x K, NHWC pixels for convs) and batch 1 works: a block row is the

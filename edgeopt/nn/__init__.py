@@ -4,7 +4,7 @@ from edgeopt.nn.low_rank_linear import LowRankLinear
 from edgeopt.nn.pool import MaxPool2d
 from edgeopt.nn.quant_conv import QuantConv2d
 from edgeopt.nn.quant_linear import QuantLinear
-from edgeopt.nn.sparse_conv import SparseConv2d  # issue 5
-from edgeopt.nn.sparse_linear import SparseLinear  # issue 5
+from edgeopt.nn.sparse_conv import SparseConv2d
+from edgeopt.nn.sparse_linear import SparseLinear
 
 __all__ = ["HalfLinear", "LowRankLinear", "MaxPool2d", "QuantConv2d", "QuantLinear", "SparseConv2d", "SparseLinear"]

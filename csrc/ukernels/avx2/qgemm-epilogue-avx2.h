@@ -108,7 +108,7 @@ inline void store_row(__m256i acc0, __m256i acc1, const QGemmEpilogue& ep, size_
 }
 
 // The same epilogue for 8 accumulators (one vector) of one row, nr <= 8 stored: the block-sparse
-// kernels' 8-column tiles (issue 5). Bit-identical to store_row on the same columns. No residual add:
+// kernels' 8-column tiles. Bit-identical to store_row on the same columns. No residual add:
 // the sparse layers never set ep.residual.
 inline void store_row8(__m256i acc, const QGemmEpilogue& ep, size_t col, size_t nr, void* c) {
   const __m256i zp = _mm256_set1_epi32(ep.a_zero_point);
