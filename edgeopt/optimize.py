@@ -125,7 +125,7 @@ class FineTune(Step):
     checkpoint: str | Path | None = None
     max_epochs: int | None = None
     progress: bool = True
-    phase = 4
+    phase = 5
 
 
 @dataclass
@@ -141,7 +141,7 @@ class Quantize(Step):
     u8_between_layers: bool = True
     timing_rows: int = 1
     skip: Sequence[str] = ()
-    phase = 5
+    phase = 6
 
 
 STEP_TYPES = (PruneChannels, LowRank, Prune, Distill, FineTune, Quantize)
@@ -270,7 +270,8 @@ def optimize(model: nn.Module, steps: Iterable[Step], data=None, *, eval_fn: Cal
     fine_tune = kinds.get(FineTune)
     # each layer's float module before a structure step replaced or pruned it: back-off candidates
     before_structure = {name: copy.deepcopy(m) for name, m in work.named_modules()
-                        if type(m) in (nn.Conv2d, nn.Linear)} if max_accuracy_drop is not None else {}
+                        if type(m) in (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d)
+                        } if max_accuracy_drop is not None else {}
 
     # --- structure ---
     if PruneChannels in kinds:
@@ -384,37 +385,41 @@ def _back_off(lowering, evaluate, report: Report, budget: float, progress: bool)
                                       (not is_original(current) and is_original(option) and
                                        is_int8(option) >= is_int8(current)))
 
-    options = []
-    for name, layer in by_name.items():
-        for kernel in layer.candidates:
-            if less_aggressive(chosen[name], kernel):
-                trial = lowering.assemble({**chosen, name: kernel})
-                gain = float(evaluate(trial)) - accuracy
-                lost = ms(layer, kernel)
-                options.append((name, kernel, gain, lost))
-    useful = [o for o in options if o[2] > 0]
-    useful.sort(key=lambda o: -(o[2] / max(o[3], 1e-3)) if not math.isnan(o[3]) else -o[2])
-    done = set()
-    for name, kernel, gain, lost in useful:
-        if name in done:
-            continue
-        previous = chosen[name]
-        chosen[name] = kernel
-        model = lowering.assemble(chosen)
-        new_accuracy = float(evaluate(model))
-        if new_accuracy <= accuracy:  # alone it helped; on top of the others it does not: keep the old kernel
-            chosen[name] = previous
-            continue
-        done.add(name)
-        accuracy = new_accuracy
-        report.backed_off.append(BackOff(name, previous, kernel, gain, lost, accuracy))
-        if accuracy >= target:
+    rounds, tried = 0, 0
+    while accuracy < target:
+        # each less aggressive option alone, from the current choice: accuracy gained per ms of latency lost
+        options = []
+        for name, layer in by_name.items():
+            for kernel in layer.candidates:
+                if less_aggressive(chosen[name], kernel):
+                    trial = lowering.assemble({**chosen, name: kernel})
+                    options.append((name, kernel, float(evaluate(trial)) - accuracy, ms(layer, kernel)))
+        tried += len(options)
+        useful = [o for o in options if o[2] > 0]
+        useful.sort(key=lambda o: -(o[2] / max(o[3], 1e-3)) if not math.isnan(o[3]) else -o[2])
+        changed = set()
+        for name, kernel, gain, lost in useful:
+            if name in changed:
+                continue
+            previous = chosen[name]
+            chosen[name] = kernel
+            new_accuracy = float(evaluate(lowering.assemble(chosen)))
+            if new_accuracy <= accuracy:  # alone it helped; on top of the others it does not
+                chosen[name] = previous
+                continue
+            changed.add(name)
+            accuracy = new_accuracy
+            report.backed_off.append(BackOff(name, previous, kernel, gain, lost, accuracy))
+            if accuracy >= target:
+                break
+        rounds += 1
+        if not changed:
             break
     model = lowering.assemble(chosen)
     report.accuracy_after = float(evaluate(model))
     if report.accuracy_after < target:
         report.notes.append(f"accuracy-aware: budget not met ({report.accuracy_after:.2f}% vs the {target:.2f}% needed); "
-                            f"{len(options)} back-offs tried, {len(report.backed_off)} applied")
+                            f"{tried} back-offs tried in {rounds} rounds, {len(report.backed_off)} applied")
     return model
 
 

@@ -120,7 +120,8 @@ def prune_channels(model: nn.Module, amount: float, data=None, round_to: int = 8
         args = [a for a in node.args if isinstance(a, fx.Node)]
         first = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
         shape = meta_shape(node)
-        if m is not None and calls.get(node.target, 0) > 1:
+        stateful = m is not None and (any(True for _ in m.parameters()) or any(True for _ in m.buffers()))
+        if stateful and calls.get(node.target, 0) > 1:  # one set of weights at several places: leave it
             lock_inputs(node)
             if shape is not None and len(shape) in (2, 4):
                 space_of[node] = spaces.new()

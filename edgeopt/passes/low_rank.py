@@ -102,7 +102,10 @@ def low_rank(model: nn.Module, rank: int | float | None = None, energy: float | 
         if speedup is not None:
             r = min(full, rank_for_speedup(k, n, speedup))
         else:
-            r = choose_rank(s, rank if not isinstance(rank, float) or rank < 1 else int(rank), energy)
+            wanted = rank if not isinstance(rank, float) or rank < 1 else int(rank)
+            if isinstance(wanted, int) and not isinstance(wanted, bool) and wanted > full:
+                wanted = full  # a rank above this layer's full rank: no saving here, reported below
+            r = choose_rank(s, wanted, energy)
         if r < 1 or r * (k + n) >= k * n:
             note(r, "no MAC saving at this rank")
             continue

@@ -200,4 +200,9 @@ def _num_classes(model: nn.Module, dataset: Dataset) -> int:
     classes = getattr(dataset, "classes", None)
     if classes is not None:
         return len(classes)
-    return int(max(dataset.targets)) + 1
+    targets = getattr(dataset, "targets", None)
+    if targets is None and isinstance(dataset, torch.utils.data.TensorDataset):
+        targets = dataset.tensors[1]
+    if targets is None:
+        targets = [int(y) for _, y in dataset]
+    return int(max(targets)) + 1

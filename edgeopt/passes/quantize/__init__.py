@@ -97,8 +97,9 @@ class Lowering:
         self.observer, self.percentile = observer, float(percentile)
         self.u8_between_layers = u8_between_layers
         self.inplace = inplace
-        # the float layer each named layer replaced (before pruning or factorization): extra, less
-        # aggressive candidates "dense int8 (original)" / "torch fp32 (original)" for the accuracy-aware mode
+        # the float layer each named layer replaced (before pruning or factorization; BatchNorms by their
+        # names too): extra, less aggressive candidates "dense int8 (original)" / "torch fp32 (original)"
+        # for the accuracy-aware mode
         self.alternatives = dict(alternatives or {})
 
         work = model if inplace else copy.deepcopy(model)
@@ -186,8 +187,11 @@ class Lowering:
         if original is not None and type(original) in (nn.Conv2d, nn.Linear) and _fits(original, layer.module):
             alt = copy.copy(layer)
             alt.module = original
-            alt.folded = (fold_batchnorm(original, modules[layer.bn_name]) if layer.bn_name is not None
-                          else original).eval()
+            # with the BatchNorm as it was too (its statistics may have been re-estimated for the new weights)
+            bn = self.alternatives.get(layer.bn_name, modules.get(layer.bn_name)) if layer.bn_name else None
+            alt.folded = (fold_batchnorm(original, bn) if bn is not None else original).eval()
+            if torch.equal(alt.folded.weight, _float_weight(layer.folded)):
+                return  # nothing changed this layer: no alternative
             alt.report = copy.copy(layer.report)
             extra = cand.build(alt, s, None, (lo, hi), None, self.dtype, ("dense",))
             layer.candidates.update({f"{k} (original)": m for k, m in extra.items()})
@@ -349,11 +353,18 @@ def fusion_plan(model: nn.Module, example_input: torch.Tensor, skip: Iterable[st
 
 
 def _fits(original: nn.Module, current: nn.Module) -> bool:
-    """The original layer computes the same mapping shape as the current one (a drop-in alternative)."""
+    """The original layer is a drop-in alternative to the current one: the same mapping shape."""
     if isinstance(current, LowRankLinear):
         return isinstance(original, nn.Linear) and (original.in_features, original.out_features) == (
             current.in_features, current.out_features)
     return type(original) is type(current) and original.weight.shape == current.weight.shape
+
+
+def _float_weight(m: nn.Module) -> torch.Tensor:
+    if isinstance(m, LowRankLinear):
+        u, vt, _ = m.factors()
+        return (u.double() @ vt.double()).float()
+    return m.weight
 
 
 QuantizeReport = Report
