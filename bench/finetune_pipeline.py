@@ -1,0 +1,103 @@
+"""Prune + distillation fine-tuning of the reference models through edgeopt.optimize, in resumable segments.
+
+    python bench/finetune_pipeline.py --task ravdess --sparsity 0.8 --epochs 12 --seed 0 --segment-epochs 6
+    python bench/finetune_pipeline.py --task cifar10 --sparsity 0.8 --epochs 10 --seed 0 --segment-epochs 4
+
+One call runs at most --segment-epochs epochs (keep a call under ~15 minutes on the shared machine: run it
+under /work/tools/heavy, and again until it prints "finished"). The steps are
+[PruneChannels(--channels)?, Prune(--sparsity, --block), Distill(the dense reference), FineTune(train split,
+--epochs, best validation epoch once the target sparsity is reached)], no lowering: the fine-tuned float
+weights (pruned zeros baked in) go to bench/results/pipeline/<tag>.pt with a JSON line of what was done
+(float test accuracy on the held-out split, history). bench/optimize_e2e.py lowers and times them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import edgeopt  # noqa: F401  (before torch: GOMP_SPINCOUNT)
+import torch
+
+from edgeopt.models import load_pretrained
+from edgeopt.optimize import Distill, FineTune, Prune, PruneChannels, optimize
+from edgeopt.training import evaluate, get_task
+from edgeopt.training.train import TASK_DEFAULTS
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "results" / "pipeline"
+REFERENCES = {"ravdess": "ravdess_vgg_audio", "cifar10": "cifar10_resnet10_cifar_slim"}
+
+
+def tag_of(a) -> str:
+    parts = [a.task, f"s{int(round(100 * a.sparsity))}", f"b{a.block[0]}x{a.block[1]}"]
+    if a.channels:
+        parts.append(f"c{int(round(100 * a.channels))}")
+    parts += [f"e{a.epochs}", f"lr{a.lr:g}", "kd" if a.alpha > 0 else "ce", f"seed{a.seed}"]
+    return "_".join(parts)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", choices=sorted(REFERENCES), required=True)
+    p.add_argument("--sparsity", type=float, default=0.8)
+    p.add_argument("--block", type=lambda s: tuple(int(v) for v in s.split(",")), default=(16, 4))
+    p.add_argument("--channels", type=float, default=0.0, help="PruneChannels amount first (0: none)")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--lr", type=float, default=None, help="peak rate (default: a fifth of the task's)")
+    p.add_argument("--ramp", type=float, default=0.5)
+    p.add_argument("--alpha", type=float, default=0.9, help="distillation weight (0: plain cross-entropy)")
+    p.add_argument("--temperature", type=float, default=4.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--segment-epochs", type=int, default=4)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    defaults = TASK_DEFAULTS[a.task]
+    a.lr = a.lr if a.lr is not None else defaults["lr"] / 5
+    OUT.mkdir(parents=True, exist_ok=True)
+    tag = tag_of(a)
+    task = get_task(a.task)
+    train, val, test = task.dataset("train", augment=True), task.dataset("val"), task.dataset("test")
+    dense = load_pretrained(REFERENCES[a.task]).eval()
+    shape = task.input_shape
+    steps = []
+    if a.channels:
+        steps.append(PruneChannels(a.channels))
+    steps += [Prune(a.sparsity, block=a.block, ramp=a.ramp)]
+    if a.alpha > 0:
+        steps.append(Distill(dense, temperature=a.temperature, alpha=a.alpha))
+    steps.append(FineTune(train, epochs=a.epochs, val_data=val, lr=a.lr, batch_size=defaults["batch_size"],
+                          weight_decay=defaults["weight_decay"], optimizer=defaults["optimizer"],
+                          label_smoothing=defaults["label_smoothing"] if a.alpha == 0 else 0.0, seed=a.seed,
+                          checkpoint=OUT / f"{tag}.fit", max_epochs=a.segment_epochs))
+    torch.manual_seed(a.seed)
+    t0 = time.time()
+    model, report = optimize(load_pretrained(REFERENCES[a.task]).eval(), steps,
+                             data=[torch.zeros(2, *shape)], measure=False, progress=False)
+    if any("call optimize again" in n for n in report.notes):
+        print(f"{tag}: segment done ({time.time() - t0:.0f} s); run again to continue", flush=True)
+        return 3
+    model.eval()
+    test_acc = evaluate(model, test, task.classes).accuracy
+    torch.save(model.state_dict() if not isinstance(model, torch.fx.GraphModule) else model, OUT / f"{tag}.pt")
+    saved = torch.load(OUT / f"{tag}.fit", weights_only=False)
+    history = saved["history"]
+    line = {"tag": tag, "task": a.task, "reference": REFERENCES[a.task], "sparsity": report.sparsity,
+            "target_sparsity": a.sparsity, "block": list(a.block), "channels": a.channels, "epochs": a.epochs,
+            "lr": a.lr, "ramp": a.ramp, "alpha": a.alpha, "temperature": a.temperature, "seed": a.seed,
+            "float_test_accuracy": test_acc, "best_epoch": history.best_epoch,
+            "best_val_accuracy": history.best_val_accuracy, "history": history.epochs,
+            "train_seconds": history.seconds, "passes": report.passes,
+            "graph_module": isinstance(model, torch.fx.GraphModule)}
+    with open(OUT / "finetune.jsonl", "a") as f:
+        f.write(json.dumps(line) + "\n")
+    print(f"{tag}: finished; float test accuracy {100 * test_acc:.2f}% (best epoch {history.best_epoch}, "
+          f"val {100 * history.best_val_accuracy:.2f}%), sparsity {100 * report.sparsity:.1f}%", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
