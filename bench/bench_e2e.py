@@ -19,6 +19,10 @@ Contenders, every one at batch 1 on THREADS threads (OMP_NUM_THREADS, default 2)
   ov_fp32         OpenVINO CPU on the fp32 ONNX file, LATENCY hint, INFERENCE_PRECISION_HINT=f32
   ov_int8         OpenVINO CPU on the same QDQ ONNX file
   edgeopt         qmodel, report = edgeopt.quantize(model, calibration batches)
+  edgeopt_s80     edgeopt.optimize(model, [Prune(0.8, block=(16, 4)), Quantize()], data=calibration batches):
+  edgeopt_s90       one-shot block pruning to 80% / 90% and the int8 lowering (a speed figure)
+  edgeopt_ft      a lowered model made elsewhere (bench/accuracy_pipeline.py: fine-tuned, pruned, int8), loaded
+                  from $EDGEOPT_LOWERED (a torch.save'd module): the very module whose accuracy was measured
 Every int8 contender is calibrated on the same 8 batches (see `inputs`). A contender whose package or API
 is missing raises Skip with the reason; it is never replaced by something else.
 """
@@ -43,16 +47,19 @@ from torch import nn  # noqa: E402
 
 MODELS = {  # name -> input shape (batch 1)
     "vgg_audio": (1, 1, 64, 128),
+    "resnet10_cifar": (1, 3, 32, 32),
     "resnet18": (1, 3, 224, 224),
     "mobilenet_v2": (1, 3, 224, 224),
     "resnet50": (1, 3, 224, 224),
 }
-IMPLS = ("eager", "compile", "compile_frozen", "torch_int8", "ort_fp32", "ort_int8", "ov_fp32", "ov_int8", "edgeopt")
+IMPLS = ("eager", "compile", "compile_frozen", "torch_int8", "ort_fp32", "ort_int8", "ov_fp32", "ov_int8", "edgeopt",
+         "edgeopt_s80", "edgeopt_s90", "edgeopt_ft")
 INT8_PEERS = ("torch_int8", "ort_int8", "ov_int8")
 CACHE = HERE / "results" / "e2e-cache"
 THREADS = int(os.environ.get("OMP_NUM_THREADS", "2"))
 N_CALIB_BATCHES, CALIB_BATCH, N_CHECK = 8, 4, 8
 AUDIO_CHECKPOINT = "ravdess_vgg_audio"
+CHECKPOINTS = {"vgg_audio": AUDIO_CHECKPOINT, "resnet10_cifar": "cifar10_resnet10_cifar_slim"}
 OPSET = 17
 
 
@@ -89,11 +96,12 @@ def load_model(name: str) -> tuple[nn.Module, str]:
     so every process runs the very same model."""
     from edgeopt.models import PretrainedNotFoundError, get_model, load_pretrained
 
-    if name == "vgg_audio":
+    if name in CHECKPOINTS:
         try:
-            return load_pretrained(AUDIO_CHECKPOINT).eval(), f"trained checkpoint {AUDIO_CHECKPOINT}"
+            return load_pretrained(CHECKPOINTS[name]).eval(), f"trained checkpoint {CHECKPOINTS[name]}"
         except PretrainedNotFoundError:
-            pass
+            if name == "resnet10_cifar":
+                raise
     torch.manual_seed(0)
     model = get_model(name)
     path = CACHE / f"model-{name}.pt"
@@ -117,12 +125,12 @@ def weights_key(model: nn.Module) -> str:
     return h.hexdigest()[:10]
 
 
-def _ravdess_inputs() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Log-mels (the training features) from RAVDESS: calibration from the training split, evenly spaced
-    clips; check inputs from the held-out test actors."""
+def _task_inputs(task_name: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Real inputs (the training features): calibration from the training split, evenly spaced samples;
+    check inputs from the held-out test split."""
     from edgeopt.training.tasks import get_task
 
-    task = get_task("ravdess")
+    task = get_task(task_name)
     train, test = task.dataset("train"), task.dataset("test")
     n = N_CALIB_BATCHES * CALIB_BATCH
     clips = [train[i * len(train) // n][0] for i in range(n)]
@@ -141,12 +149,17 @@ def inputs(name: str) -> dict:
     data = None
     if name == "vgg_audio":
         try:
-            calib, check = _ravdess_inputs()
+            calib, check = _task_inputs("ravdess")
             data = {"calib": calib, "check": check,
                     "source": f"real RAVDESS log-mels: calibration {N_CALIB_BATCHES}x{CALIB_BATCH} clips of the "
                               f"training actors, check {N_CHECK} clips of the held-out test actors"}
         except Exception as exc:  # data not present: fall back, and say so
             print(f"RAVDESS not usable ({exc}); random-normal inputs for vgg_audio", file=sys.stderr)
+    if name == "resnet10_cifar":
+        calib, check = _task_inputs("cifar10")
+        data = {"calib": calib, "check": check,
+                "source": f"real CIFAR-10 images: calibration {N_CALIB_BATCHES}x{CALIB_BATCH} of the training split, "
+                          f"check {N_CHECK} of the test split"}
     if data is None:
         g = torch.Generator().manual_seed(1234)
         data = {"calib": [torch.randn(CALIB_BATCH, *shape[1:], generator=g) for _ in range(N_CALIB_BATCHES)],
@@ -303,7 +316,7 @@ def _torch_int8(model: nn.Module, calib: list[torch.Tensor]) -> nn.Module:
 
 # built modules that pickle: made once per run, loaded by the workers (FX-quantized torch_int8 modules do
 # not unpickle in torch 2.13: fx re-tracing fails on their quantized submodules)
-REUSABLE = ("edgeopt",)
+REUSABLE = ("edgeopt", "edgeopt_s80", "edgeopt_s90", "edgeopt_ft")
 
 
 def build(impl: str, name: str, built: Path | None = None) -> tuple:
@@ -364,6 +377,26 @@ def _build(impl: str, name: str) -> tuple:
         if getattr(report, "model_sqnr_db", None) is not None:
             meta["edgeopt_report"] += f"; model SQNR {report.model_sqnr_db:.1f} dB"
         return qmodel.eval(), meta
+    if impl in ("edgeopt_s80", "edgeopt_s90"):
+        from edgeopt.optimize import Prune, Quantize, optimize
+
+        sparsity = int(impl[-2:]) / 100
+        qmodel, report = optimize(copy.deepcopy(model), [Prune(sparsity, block=(16, 4)), Quantize()], data=data["calib"],
+                                  measure=False, progress=False)
+        kernels = [r.kernel for r in report if r.kernel]
+        meta["edgeopt_report"] = (f"optimize one-shot Prune({sparsity}, 16x4) + Quantize: sparsity {report.sparsity:.3f}, "
+                                  f"MACs {report.macs_after / 1e6:.1f}M of {report.macs_before / 1e6:.1f}M, kernels "
+                                  + ", ".join(f"{k} x{kernels.count(k)}" for k in sorted(set(kernels))))
+        return qmodel.eval(), meta
+    if impl == "edgeopt_ft":
+        path = os.environ.get("EDGEOPT_LOWERED")
+        if not path:
+            raise Skip("edgeopt_ft needs $EDGEOPT_LOWERED (a lowered module saved by bench/accuracy_pipeline.py)")
+        saved = torch.load(path, weights_only=False)
+        if saved.get("model") != name:
+            raise ValueError(f"{path} holds a lowered {saved.get('model')}, not {name}")
+        meta["edgeopt_report"] = f"lowered module {Path(path).name}: {saved.get('summary', '')}"
+        return saved["module"].eval(), meta
     raise ValueError(f"unknown implementation {impl!r}")
 
 

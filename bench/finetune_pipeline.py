@@ -8,7 +8,16 @@ under /work/tools/heavy, and again until it prints "finished"). The steps are
 [PruneChannels(--channels)?, Prune(--sparsity, --block), Distill(the dense reference), FineTune(train split,
 --epochs, best validation epoch once the target sparsity is reached)], no lowering: the fine-tuned float
 weights (pruned zeros baked in) go to bench/results/pipeline/<tag>.pt with a JSON line of what was done
-(float test accuracy on the held-out split, history). bench/optimize_e2e.py lowers and times them.
+(float test accuracy on the held-out split, history).
+
+    python bench/finetune_pipeline.py --task ravdess --sparsity 0.8 --epochs 12 --seed 0 --lower [--max-drop 1]
+
+--lower runs the whole pipeline in one edgeopt.optimize call -- the same steps plus Quantize (calibration:
+bench_e2e's 32 training samples) -- which finds the finished fine-tuning in its checkpoint and resumes
+there, then lowers to int8; with --max-drop, the accuracy-aware mode with the validation split as its
+evaluation data and the dense reference's validation accuracy as the baseline. It saves the lowered module
+for bench_e2e.py's edgeopt_ft contender (EDGEOPT_LOWERED=<tag>-lowered.pt) and appends a JSON line with
+the dense, fine-tuned float and int8 test accuracies to lowered.jsonl.
 """
 from __future__ import annotations
 
@@ -53,6 +62,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--segment-epochs", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--lower", action="store_true", help="after the fine-tuning: Quantize too, save the lowered module")
+    p.add_argument("--max-drop", type=float, default=None, help="--lower with the accuracy-aware mode (points)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     defaults = TASK_DEFAULTS[a.task]
@@ -73,6 +84,8 @@ def main() -> int:
                           weight_decay=defaults["weight_decay"], optimizer=defaults["optimizer"],
                           label_smoothing=defaults["label_smoothing"] if a.alpha == 0 else 0.0, seed=a.seed,
                           checkpoint=OUT / f"{tag}.fit", max_epochs=a.segment_epochs))
+    if a.lower:
+        return lower(a, tag, task, steps, val, test)
     torch.manual_seed(a.seed)
     t0 = time.time()
     model, report = optimize(load_pretrained(REFERENCES[a.task]).eval(), steps,
@@ -96,6 +109,48 @@ def main() -> int:
         f.write(json.dumps(line) + "\n")
     print(f"{tag}: finished; float test accuracy {100 * test_acc:.2f}% (best epoch {history.best_epoch}, "
           f"val {100 * history.best_val_accuracy:.2f}%), sparsity {100 * report.sparsity:.1f}%", flush=True)
+    return 0
+
+
+def lower(a, tag: str, task, steps: list, val, test) -> int:
+    """The whole pipeline in one optimize call (the fine-tuning resumes from its finished checkpoint)."""
+    sys.path.insert(0, str(HERE))
+    from bench_e2e import CHECKPOINTS, inputs
+
+    from edgeopt.optimize import Quantize
+
+    if not (OUT / f"{tag}.fit").exists():
+        print(f"{tag}: not fine-tuned yet", file=sys.stderr)
+        return 2
+    model_name = next(m for m, ref in CHECKPOINTS.items() if ref == REFERENCES[a.task])
+    calib = inputs(model_name)["calib"]
+    dense = load_pretrained(REFERENCES[a.task]).eval()
+    steps = [s for s in steps if not isinstance(s, FineTune)] + [
+        FineTune(**{**{f: getattr(s, f) for f in s.__dataclass_fields__}, "max_epochs": None, "progress": False})
+        for s in steps if isinstance(s, FineTune)] + [Quantize()]
+    t0 = time.time()
+    kwargs = dict(eval_data=val, max_accuracy_drop=a.max_drop) if a.max_drop is not None else {}
+    lowered, report = optimize(load_pretrained(REFERENCES[a.task]).eval(), steps, data=calib, measure=False,
+                               progress=False, **kwargs)
+    accuracy = {name: 100 * evaluate(m, test, task.classes).accuracy for name, m in (("int8", lowered), ("dense", dense))}
+    suffix = "" if a.max_drop is None else f"_drop{a.max_drop:g}"
+    path = OUT / f"{tag}{suffix}-lowered.pt"
+    kernels = [r.kernel for r in report if r.kernel]
+    summary = (f"{tag}{suffix}: sparsity {report.sparsity:.3f}, MACs {report.macs_after / 1e6:.1f}M of "
+               f"{report.macs_before / 1e6:.1f}M; kernels " + ", ".join(f"{k} x{kernels.count(k)}" for k in sorted(set(kernels))))
+    torch.save({"module": lowered, "model": model_name, "summary": summary}, path)
+    line = {"tag": tag + suffix, "task": a.task, "seed": a.seed, "sparsity": report.sparsity,
+            "dense_test_accuracy": accuracy["dense"], "int8_test_accuracy": accuracy["int8"],
+            "loss_vs_dense_points": accuracy["dense"] - accuracy["int8"], "max_drop": a.max_drop,
+            "val_accuracy_before": report.accuracy_before, "val_accuracy_after": report.accuracy_after,
+            "backed_off": [b.__dict__ for b in report.backed_off], "notes": report.notes,
+            "kernels": {r.name: r.kernel for r in report if r.kernel}, "lowered": str(path),
+            "seconds": time.time() - t0, "report": str(report)}
+    with open(OUT / "lowered.jsonl", "a") as f:
+        f.write(json.dumps(line) + "\n")
+    print(report)
+    print(f"{summary}\ntest accuracy: dense fp32 {accuracy['dense']:.2f}%, pipeline int8 {accuracy['int8']:.2f}% "
+          f"({accuracy['int8'] - accuracy['dense']:+.2f} points); saved {path}", flush=True)
     return 0
 
 
