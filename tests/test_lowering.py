@@ -146,3 +146,36 @@ def test_time_candidates_times_each_in_turn():
     times = time_candidates({"a": Counting("a"), "b": Counting("b")}, torch.zeros(1), rounds=3)
     assert set(times) == {"a", "b"} and all(t > 0 for t in times.values())
     assert calls["a"] > 3 and calls["b"] > 3
+
+
+class FunctionalPool(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.fc = nn.Linear(32, 4)
+
+    def forward(self, x):
+        y = torch.relu(self.conv2(torch.relu(self.conv(x))))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(y, 1), 1))
+
+
+@pytest.mark.parametrize("model_fn", [lambda: get_model("resnet10_cifar_slim").eval(), lambda: FunctionalPool().eval()])
+def test_global_average_pool_takes_the_last_conv_in_uint8(model_fn):
+    from edgeopt.nn import GlobalAvgPool2d
+
+    torch.manual_seed(0)
+    model = model_fn()
+    batches = data(2)
+    lowered, report = edgeopt.quantize(model, batches, progress=False, measure=False)
+    pools = [n for n, m in lowered.named_modules() if isinstance(m, GlobalAvgPool2d)]
+    assert len(pools) == 1 and not any(type(m) is nn.AdaptiveAvgPool2d for m in lowered.modules())
+    last = "layer4.0.conv2" if "layer4.0.conv2" in dict(lowered.named_modules()) else "conv2"
+    assert report[last].u8_output and report[last].u8_output_to == (pools[0],)
+    float_pool, _ = edgeopt.quantize(model, batches, progress=False, measure=False, u8_between_layers=False)
+    assert not any(report.u8_output for report in _)
+    with torch.no_grad():
+        ref, out, out_float_pool = model(batches[0]), lowered(batches[0]), float_pool(batches[0])
+    assert 10 * math.log10(ref.pow(2).mean() / (ref - out).pow(2).mean()) > 25
+    # the uint8 pool differs from the float one by the output rounding of the last conv only
+    assert float((out - out_float_pool).abs().max()) < 0.05 * float(ref.abs().max())

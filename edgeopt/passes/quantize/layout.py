@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from edgeopt.nn.pool import GlobalAvgPool2d
 from edgeopt.nn.pool import MaxPool2d as EdgeoptMaxPool2d
 
 
@@ -51,51 +52,67 @@ def takes_activation(m: nn.Module) -> bool:
 def reset_hand_offs(m: nn.Module) -> None:
     if emits_u8(m):
         m.set_output_quant(None)
+    if isinstance(m, GlobalAvgPool2d):
+        m.set_input_quant(None)
     if emits_channels_last(m):
         m.channels_last_output = False
 
 
-def link_u8(gm: fx.GraphModule, layers) -> None:
+def link_u8(gm: fx.GraphModule, layers, pool_ranges=None) -> None:
     """Layer -> layer edges (possibly through max-pools, which commute with uint8 quantization) where the
-    producer can emit uint8 in the parameters its consumers quantize their input with."""
+    producer can emit uint8 in the parameters its consumers quantize their input with. A global average
+    pool takes uint8 in any parameters: those of the int8 layers beside it, or, when it is the only
+    consumer, the range calibration observed at its input (pool_ranges[name])."""
+    from edgeopt.nn._qparams import u8_params
+
     modules = dict(gm.named_modules())
     chosen = {layer.name: layer for layer in layers if layer.node is not None and layer.name in modules}
+    pool_ranges = pool_ranges or {}
 
     def consumers(node: fx.Node):
-        found = []
+        """(int8 layers, global pools) reading `node` through max-pools, or None if anything else does."""
+        found, pools = [], []
         for user in node.users:
             m = modules.get(user.target) if user.op == "call_module" else None
             if user.kwargs or not user.args or user.args[0] is not node or node in user.args[1:]:
                 return None
             if m is not None and user.target in chosen and takes_u8(m):
                 found.append(chosen[user.target])
+            elif isinstance(m, GlobalAvgPool2d) and len(user.args) == 1 and user.target in pool_ranges:
+                pools.append(user.target)
             elif isinstance(m, EdgeoptMaxPool2d) and len(user.args) == 1:
                 below = consumers(user)
                 if below is None:
                     return None
-                found += below
+                found += below[0]
+                pools += below[1]
             else:
                 return None
-        return found or None
+        return (found, pools) if found or pools else None
 
     for layer in chosen.values():
         m = modules[layer.name]
         if not emits_u8(m):
             continue
-        found = consumers(layer.node)
-        if not found:
+        below = consumers(layer.node)
+        if below is None:
             continue
+        found, pools = below
         params = {(float(modules[c.name].input_scale), int(modules[c.name].input_zero_point)) for c in found}
+        if not found:
+            params = {u8_params(*pool_ranges[pools[0]])} if len(pools) == 1 else set()
         if len(params) != 1:
             continue
         scale, zero_point = params.pop()
         m.set_output_quant(scale, zero_point)
+        for name in pools:
+            modules[name].set_input_quant(scale, zero_point)
         layer.report.u8_output = True
-        layer.report.u8_output_to = tuple(c.name for c in found)
+        layer.report.u8_output_to = tuple(c.name for c in found) + tuple(pools)
 
 
 # Ops whose result has its input's memory format, and whose values do not depend on it.
-_FORMAT_PRESERVING_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.MaxPool2d, EdgeoptMaxPool2d, nn.AvgPool2d,
+_FORMAT_PRESERVING_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.MaxPool2d, EdgeoptMaxPool2d, GlobalAvgPool2d, nn.AvgPool2d,
                               nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Identity, nn.Dropout, nn.BatchNorm2d,
                               nn.Conv2d, nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.GELU)
 _FORMAT_PRESERVING_FUNCTIONS = {operator.add, operator.iadd, operator.mul, operator.imul, torch.add, torch.mul,

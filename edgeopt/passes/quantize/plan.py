@@ -145,6 +145,33 @@ def trace(model: nn.Module) -> fx.GraphModule:
     return fx.GraphModule(model, Tracer().trace(model), type(model).__name__)
 
 
+def _pools_to_one(size) -> bool:
+    return size == 1 or (isinstance(size, (tuple, list)) and tuple(size) == (1, 1))
+
+
+def global_pools(gm: fx.GraphModule) -> list[str]:
+    """Names of the modules that average each channel over the image (nn.AdaptiveAvgPool2d(1), called
+    once). A functional `F.adaptive_avg_pool2d(x, 1)` first becomes such a module, so the lowering can give
+    it edgeopt's uint8 pool like any other."""
+    modules = dict(gm.named_modules())
+    called = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
+    changed = False
+    for node in list(gm.graph.nodes):
+        if (node.op == "call_function" and node.target is F.adaptive_avg_pool2d and len(node.args) == 2
+                and not node.kwargs and _pools_to_one(node.args[1])):
+            name = f"{node.name}_module"
+            gm.add_submodule(name, nn.AdaptiveAvgPool2d(1))
+            with gm.graph.inserting_before(node):
+                new = gm.graph.call_module(name, (node.args[0],))
+            node.replace_all_uses_with(new)
+            gm.graph.erase_node(node)
+            modules[name], called[name], changed = gm.get_submodule(name), 1, True
+    if changed:
+        gm.recompile()
+    return [n.target for n in gm.graph.nodes if n.op == "call_module" and called[n.target] == 1
+            and type(modules.get(n.target)) is nn.AdaptiveAvgPool2d and _pools_to_one(modules[n.target].output_size)]
+
+
 def find_layers(root: nn.Module, gm: fx.GraphModule | None, skip, only=None) -> list[Layer]:
     """Every Conv/Linear-like module of `root`, with whether it can be converted. `only`: if given, the
     names of the layers to convert (the others are listed, left as they are)."""
