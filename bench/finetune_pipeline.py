@@ -31,17 +31,48 @@ import edgeopt  # noqa: F401  (before torch: GOMP_SPINCOUNT)
 import torch
 
 from edgeopt.models import load_pretrained
-from edgeopt.optimize import Distill, FineTune, Prune, PruneChannels, optimize
+from edgeopt.optimize import Distill, FineTune, LowRank, Prune, PruneChannels, optimize
 from edgeopt.training import evaluate, get_task
 from edgeopt.training.train import TASK_DEFAULTS
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "pipeline"
-REFERENCES = {"ravdess": "ravdess_vgg_audio", "cifar10": "cifar10_resnet10_cifar_slim"}
+REFERENCES = {"ravdess": "ravdess_vgg_audio", "cifar10": "cifar10_resnet10_cifar_slim", "mnist_vit": "demo transformer"}
+
+
+def reference(task_name: str) -> torch.nn.Module:
+    """The trained dense model of a task (a fresh copy each call)."""
+    if task_name == "mnist_vit":
+        from edgeopt.demo_cli import trained_model
+
+        return trained_model("transformer", log=lambda msg: print(msg, flush=True)).eval()
+    return load_pretrained(REFERENCES[task_name]).eval()
+
+
+def splits(task_name: str):
+    """(train with augmentation, val, test, class names, input shape) of a task."""
+    if task_name == "mnist_vit":
+        from edgeopt.data import Mnist
+        from edgeopt.demo_cli import DEMO_MODELS
+
+        train = torch.utils.data.Subset(Mnist(split="train"), range(DEMO_MODELS["transformer"].train_subset))
+        train.classes = Mnist.classes
+        return train, Mnist(split="val"), Mnist(split="test"), Mnist.classes, (1, 28, 28)
+    task = get_task(task_name)
+    return (task.dataset("train", augment=True), task.dataset("val"), task.dataset("test"), task.classes,
+            task.input_shape)
+
+
+FIT_DEFAULTS = {**TASK_DEFAULTS, "mnist_vit": dict(epochs=2, batch_size=64, lr=1.5e-3, weight_decay=1e-4,
+                                                   optimizer="adamw", label_smoothing=0.0)}
 
 
 def tag_of(a) -> str:
-    parts = [a.task, f"s{int(round(100 * a.sparsity))}", f"b{a.block[0]}x{a.block[1]}"]
+    parts = [a.task]
+    if a.low_rank:
+        parts.append(f"r{a.low_rank:g}" + (f"{a.conv}" if a.conv else ""))
+    if a.sparsity:
+        parts += [f"s{int(round(100 * a.sparsity))}", f"b{a.block[0]}x{a.block[1]}"]
     if a.channels:
         parts.append(f"c{int(round(100 * a.channels))}")
     parts += [f"e{a.epochs}", f"lr{a.lr:g}", "kd" if a.alpha > 0 else "ce", f"seed{a.seed}"]
@@ -54,6 +85,8 @@ def main() -> int:
     p.add_argument("--sparsity", type=float, default=0.8)
     p.add_argument("--block", type=lambda s: tuple(int(v) for v in s.split(",")), default=(16, 4))
     p.add_argument("--channels", type=float, default=0.0, help="PruneChannels amount first (0: none)")
+    p.add_argument("--low-rank", type=float, default=0.0, help="LowRank(rank=this fraction) first (0: none)")
+    p.add_argument("--conv", default=None, help="LowRank's conv factorization (tucker2 | separable)")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--lr", type=float, default=None, help="peak rate (default: a fifth of the task's)")
     p.add_argument("--ramp", type=float, default=0.5)
@@ -66,18 +99,20 @@ def main() -> int:
     p.add_argument("--max-drop", type=float, default=None, help="--lower with the accuracy-aware mode (points)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    defaults = TASK_DEFAULTS[a.task]
+    defaults = FIT_DEFAULTS[a.task]
     a.lr = a.lr if a.lr is not None else defaults["lr"] / 5
     OUT.mkdir(parents=True, exist_ok=True)
     tag = tag_of(a)
-    task = get_task(a.task)
-    train, val, test = task.dataset("train", augment=True), task.dataset("val"), task.dataset("test")
-    dense = load_pretrained(REFERENCES[a.task]).eval()
-    shape = task.input_shape
+    train, val, test, classes, shape = splits(a.task)
+    dense = reference(a.task)
     steps = []
     if a.channels:
         steps.append(PruneChannels(a.channels))
-    steps += [Prune(a.sparsity, block=a.block, ramp=a.ramp)]
+    if a.low_rank:
+        steps.append(LowRank(rank=a.low_rank, conv=a.conv, measure=False,
+                             skip=("head",) if a.task == "mnist_vit" else ("classifier.1",)))
+    if a.sparsity:
+        steps.append(Prune(a.sparsity, block=a.block, ramp=a.ramp))
     if a.alpha > 0:
         steps.append(Distill(dense, temperature=a.temperature, alpha=a.alpha))
     steps.append(FineTune(train, epochs=a.epochs, val_data=val, lr=a.lr, batch_size=defaults["batch_size"],
@@ -85,20 +120,23 @@ def main() -> int:
                           label_smoothing=defaults["label_smoothing"] if a.alpha == 0 else 0.0, seed=a.seed,
                           checkpoint=OUT / f"{tag}.fit", max_epochs=a.segment_epochs))
     if a.lower:
-        return lower(a, tag, task, steps, val, test)
+        return lower(a, tag, classes, steps, val, test, train)
     torch.manual_seed(a.seed)
     t0 = time.time()
-    model, report = optimize(load_pretrained(REFERENCES[a.task]).eval(), steps,
-                             data=[torch.zeros(2, *shape)], measure=False, progress=False)
+    model, report = optimize(reference(a.task), steps, data=[val[i][0][None] for i in range(2)], measure=False,
+                             progress=False)
     if any("call optimize again" in n for n in report.notes):
         print(f"{tag}: segment done ({time.time() - t0:.0f} s); run again to continue", flush=True)
         return 3
     model.eval()
-    test_acc = evaluate(model, test, task.classes).accuracy
+    from edgeopt.passes.low_rank import freeze
+
+    test_acc = evaluate(freeze(model), test, classes).accuracy
     torch.save(model.state_dict() if not isinstance(model, torch.fx.GraphModule) else model, OUT / f"{tag}.pt")
     saved = torch.load(OUT / f"{tag}.fit", weights_only=False)
     history = saved["history"]
     line = {"tag": tag, "task": a.task, "reference": REFERENCES[a.task], "sparsity": report.sparsity,
+            "low_rank": a.low_rank, "conv": a.conv, "macs": [report.macs_before, report.macs_after],
             "target_sparsity": a.sparsity, "block": list(a.block), "channels": a.channels, "epochs": a.epochs,
             "lr": a.lr, "ramp": a.ramp, "alpha": a.alpha, "temperature": a.temperature, "seed": a.seed,
             "float_test_accuracy": test_acc, "best_epoch": history.best_epoch,
@@ -112,7 +150,7 @@ def main() -> int:
     return 0
 
 
-def lower(a, tag: str, task, steps: list, val, test) -> int:
+def lower(a, tag: str, classes, steps: list, val, test, train) -> int:
     """The whole pipeline in one optimize call (the fine-tuning resumes from its finished checkpoint)."""
     sys.path.insert(0, str(HERE))
     from bench_e2e import CHECKPOINTS, inputs
@@ -122,17 +160,19 @@ def lower(a, tag: str, task, steps: list, val, test) -> int:
     if not (OUT / f"{tag}.fit").exists():
         print(f"{tag}: not fine-tuned yet", file=sys.stderr)
         return 2
-    model_name = next(m for m, ref in CHECKPOINTS.items() if ref == REFERENCES[a.task])
-    calib = inputs(model_name)["calib"]
-    dense = load_pretrained(REFERENCES[a.task]).eval()
+    model_name = next((m for m, ref in CHECKPOINTS.items() if ref == REFERENCES[a.task]), a.task)
+    if model_name in CHECKPOINTS:
+        calib = inputs(model_name)["calib"]  # the e2e benchmark's calibration batches
+    else:
+        calib = [torch.stack([train[i * 97 + j * 4][0] for j in range(4)]) for i in range(8)]
+    dense = reference(a.task)
     steps = [s for s in steps if not isinstance(s, FineTune)] + [
         FineTune(**{**{f: getattr(s, f) for f in s.__dataclass_fields__}, "max_epochs": None, "progress": False})
         for s in steps if isinstance(s, FineTune)] + [Quantize()]
     t0 = time.time()
     kwargs = dict(eval_data=val, max_accuracy_drop=a.max_drop) if a.max_drop is not None else {}
-    lowered, report = optimize(load_pretrained(REFERENCES[a.task]).eval(), steps, data=calib, measure=False,
-                               progress=False, **kwargs)
-    accuracy = {name: 100 * evaluate(m, test, task.classes).accuracy for name, m in (("int8", lowered), ("dense", dense))}
+    lowered, report = optimize(reference(a.task), steps, data=calib, measure=False, progress=False, **kwargs)
+    accuracy = {name: 100 * evaluate(m, test, classes).accuracy for name, m in (("int8", lowered), ("dense", dense))}
     suffix = "" if a.max_drop is None else f"_drop{a.max_drop:g}"
     path = OUT / f"{tag}{suffix}-lowered.pt"
     kernels = [r.kernel for r in report if r.kernel]
