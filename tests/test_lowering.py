@@ -181,3 +181,29 @@ def test_global_average_pool_takes_the_last_conv_in_uint8(model_fn):
     assert 10 * math.log10(ref.pow(2).mean() / (ref - out).pow(2).mean()) > 25
     # the uint8 pool differs from the float one by the output rounding of the last conv only
     assert float((out - out_float_pool).abs().max()) < 0.05 * float(ref.abs().max())
+
+
+class MeanHead(nn.Module):
+    def __init__(self, keepdim):
+        super().__init__()
+        self.keepdim = keepdim
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x)).mean((2, 3), keepdim=self.keepdim)
+        return self.fc(y.flatten(1))
+
+
+@pytest.mark.parametrize("keepdim", [False, True])
+def test_a_spatial_mean_becomes_the_uint8_pool(keepdim):
+    from edgeopt.nn import GlobalAvgPool2d
+
+    torch.manual_seed(0)
+    model = MeanHead(keepdim).eval()
+    lowered, report = edgeopt.quantize(model, data(2), progress=False, measure=False)
+    assert sum(isinstance(m, GlobalAvgPool2d) for m in lowered.modules()) == 1
+    assert report["conv"].u8_output
+    with torch.no_grad():
+        ref, out = model(data(1, 5)[0]), lowered(data(1, 5)[0])
+    assert out.shape == ref.shape and 10 * math.log10(ref.pow(2).mean() / (ref - out).pow(2).mean()) > 25

@@ -111,9 +111,15 @@ class Lowering:
             gm = None
             self.trace_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
         self.gm, self.work = gm, work
-        # channel means (AdaptiveAvgPool2d(1)): edgeopt's pool averages a lowered conv's uint8 output
-        self.global_pools = global_pools(gm) if gm is not None and dtype == "int8" else []
         root = gm if gm is not None else work
+        if gm is not None:  # every node's shape, which finding the spatial means needs
+            try:
+                with torch.no_grad():
+                    ShapeProp(gm).propagate(batches[0])
+            except Exception:  # noqa: BLE001  (calibration below runs the model and says what failed)
+                pass
+        # channel means (AdaptiveAvgPool2d(1), x.mean((2, 3))): edgeopt's pool averages a conv's uint8 output
+        self.global_pools = global_pools(gm) if gm is not None and dtype == "int8" else []
         modules = dict(root.named_modules())
         # names from the model itself: gm lacks what forward never calls
         self.layers: list[Layer] = find_layers(work, gm, skip, only)
