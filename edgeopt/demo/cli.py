@@ -145,7 +145,7 @@ def _wait(engine, args, status_line) -> None:
             engine.set_busy(True)
             busy_after = None
         if now - last >= STATUS_EVERY:
-            _log(status_line(engine.stats.live()))
+            _log(status_line(engine.live()))
             last = now
         if engine.error:
             _log(engine.error)
@@ -212,7 +212,7 @@ def page_info(stats, plan, args) -> dict:
     cpu = _C.cpu_info()["brand"] or platform.processor() or "unknown CPU"
     return {
         "subtitle": (f"{where} · a prediction every {1000 / PREDICTIONS_PER_SECOND:.0f} ms on the last "
-                     f"{window_s:.2f} s · {stats.threads} threads per model · AVX2 path: {plan.mechanism}"),
+                     f"{window_s:.1f} s · {stats.threads} threads per model · AVX2 path: {plan.mechanism}"),
         "classes": list(stats.classes), "rate": PREDICTIONS_PER_SECOND, "models": models,
         "facts": (f"{cpu}, {os.cpu_count()} logical CPUs · torch {torch.__version__} · edgeopt {edgeopt.__version__} · "
                   f"a model more than {QUEUE_CAPACITY} windows behind drops the oldest · the busy core is a spinning "

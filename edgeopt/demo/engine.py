@@ -49,7 +49,7 @@ class WindowRing:
         self.shape = (n_mels, frames)
         self.slots = slots
         self._data = ctx.RawArray("f", slots * n_mels * frames)
-        self._meta = ctx.RawArray("d", slots * 3)  # seq stamp, audio time, clip id
+        self._meta = ctx.RawArray("d", slots * 4)  # seq stamp, audio time, truth clip id, playing clip id
         self._latest = ctx.RawValue("q", -1)
         self._cond = ctx.Condition()
         self._audio = ctx.RawArray("f", audio_len)
@@ -64,16 +64,17 @@ class WindowRing:
     def _arrays(self):
         if self._views is None:
             self._views = (np.frombuffer(self._data, np.float32).reshape(self.slots, *self.shape),
-                           np.frombuffer(self._meta, np.float64).reshape(self.slots, 3),
+                           np.frombuffer(self._meta, np.float64).reshape(self.slots, 4),
                            np.frombuffer(self._audio, np.float32))
         return self._views
 
-    def publish(self, seq: int, window: np.ndarray, audio_time: float, clip: int, chunk: np.ndarray) -> None:
+    def publish(self, seq: int, window: np.ndarray, audio_time: float, clip: int, chunk: np.ndarray,
+                playing: int = -1) -> None:
         data, meta, audio = self._arrays()
         slot = seq % self.slots
         meta[slot, 0] = -1.0
         data[slot] = window
-        meta[slot, 1:] = (audio_time, clip)
+        meta[slot, 1:] = (audio_time, clip, playing)
         meta[slot, 0] = seq
         n, written = audio.size, self._audio_written.value
         chunk = chunk[-n:]
@@ -93,17 +94,18 @@ class WindowRing:
             self._cond.wait_for(lambda: self._latest.value >= seq, timeout)
             return self._latest.value
 
-    def read(self, seq: int) -> tuple[np.ndarray, float, int] | None:
-        """``(window copy, audio time, clip id)``, or None if the slot already holds a newer window."""
+    def read(self, seq: int) -> tuple[np.ndarray, float, int, int] | None:
+        """``(window copy, audio time, truth clip id, playing clip id)``, or None if the slot already holds a
+        newer window."""
         data, meta, _ = self._arrays()
         slot = seq % self.slots
         if meta[slot, 0] != seq:
             return None
         window = data[slot].copy()
-        audio_time, clip = float(meta[slot, 1]), int(meta[slot, 2])
+        audio_time, clip, playing = float(meta[slot, 1]), int(meta[slot, 2]), int(meta[slot, 3])
         if meta[slot, 0] != seq:
             return None
-        return window, audio_time, clip
+        return window, audio_time, clip, playing
 
     def recent_audio(self, n: int) -> np.ndarray:
         _, _, audio = self._arrays()
@@ -114,6 +116,16 @@ class WindowRing:
 
 # --------------------------------------------------------------------------------------- child processes
 
+class _Orphaned:
+    """True once the process that started this one is gone (killed without the chance to stop us)."""
+
+    def __init__(self):
+        self.parent = os.getppid()
+
+    def __call__(self) -> bool:
+        return os.getppid() != self.parent
+
+
 @dataclass(frozen=True)
 class SourceSpec:
     mic: bool = False
@@ -123,6 +135,7 @@ class SourceSpec:
 
 def stream_main(spec: SourceSpec, ring: WindowRing, messages, go, stop) -> None:
     """The stream process: audio at real-time pace -> windows in the ring."""
+    orphaned = _Orphaned()
     try:
         import torch
 
@@ -141,11 +154,13 @@ def stream_main(spec: SourceSpec, ring: WindowRing, messages, go, stop) -> None:
                     "utterances": [(u.label, u.name, u.actor) for u in playlist.utterances]}
             paced = True
         messages.put(("stream-ready", info))
-        go.wait()
+        while not go.wait(0.5):
+            if orphaned():
+                return
         start, first_audio, cpu0 = time.perf_counter(), None, time.process_time()
         next_status, late_max = start + STATUS_PERIOD, 0.0
         for tick in tick_iter:
-            if stop.is_set():
+            if stop.is_set() or orphaned():
                 break
             now = time.perf_counter()
             if paced:
@@ -156,7 +171,7 @@ def stream_main(spec: SourceSpec, ring: WindowRing, messages, go, stop) -> None:
                     now = time.perf_counter()
             else:
                 due = now
-            ring.publish(tick.seq, tick.window, due, tick.clip, tick.chunk)
+            ring.publish(tick.seq, tick.window, due, tick.clip, tick.chunk, tick.playing)
             late_max = max(late_max, now - due)
             if now >= next_status:
                 messages.put(("stream", {"t": now, "cpu": time.process_time() - cpu0, "ticks": tick.seq + 1,
@@ -170,6 +185,7 @@ def stream_main(spec: SourceSpec, ring: WindowRing, messages, go, stop) -> None:
 def model_main(role: str, optimized_path: str | None, ring: WindowRing, messages, stop, threads: int,
                capacity: int) -> None:
     """A model process: windows from the ring in order -> predictions, timestamps, CPU time."""
+    orphaned = _Orphaned()
     try:
         import edgeopt  # noqa: F401  (before torch: its OpenMP spin setting)
         import torch
@@ -186,7 +202,7 @@ def model_main(role: str, optimized_path: str | None, ring: WindowRing, messages
         messages.put(("ready", role, {**info.__dict__, **isa.report(role), "threads": torch.get_num_threads(),
                                       "load_seconds": time.perf_counter() - t0, "pid": os.getpid()}))
         next_seq, dropped = 0, 0
-        while not stop.is_set():
+        while not stop.is_set() and not orphaned():
             latest = ring.wait_for(next_seq, 0.25)
             if latest < next_seq:
                 continue
@@ -198,7 +214,7 @@ def model_main(role: str, optimized_path: str | None, ring: WindowRing, messages
                 dropped += 1
                 next_seq += 1
                 continue
-            window, audio_time, clip = got
+            window, audio_time, clip, _ = got
             backlog = latest - next_seq
             start = time.perf_counter()
             with torch.inference_mode():
@@ -361,6 +377,17 @@ class Engine:
                 if not p.is_alive():
                     self.error = f"the {name} process exited unexpectedly (code {p.exitcode})"
                     self.stats.set_error(self.error)
+
+    def current(self) -> tuple[np.ndarray, int] | None:
+        """The newest window and the id of the sentence playing now (for the views)."""
+        seq = self.ring.latest()
+        got = self.ring.read(seq) if seq >= 0 else None
+        return None if got is None else (got[0], got[3])
+
+    def live(self) -> dict:
+        """The statistics' live state, with what is playing now."""
+        current = self.current()
+        return self.stats.live(playing=None if current is None else current[1])
 
     def set_busy(self, on: bool) -> None:
         self.busy.set(on)

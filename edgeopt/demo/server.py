@@ -41,25 +41,22 @@ class DemoApp:
         self.engine = engine
         self.info = info
         self.closing = False
-        self._cpu_mark: tuple[float, float] | None = None
+        self._cpu_mark: tuple[float, float, float] | None = None
         self._static = {path: ((PAGE_DIR / name).read_bytes(), kind) for path, (name, kind) in STATIC.items()}
 
     # ------------------------------------------------------------------ what the page receives
-    def display(self) -> dict:
+    def display(self, window: np.ndarray | None) -> dict:
         """The current window as the page draws it: spectrogram (uint8, base64) and waveform envelope."""
-        ring = self.engine.ring
-        got = ring.read(ring.latest()) if ring.latest() >= 0 else None
+        from edgeopt.training.tasks import RAVDESS_FEATURES
+
         out = {}
-        if got is not None:
-            window = got[0]
+        if window is not None:
             lo, hi = SPECTROGRAM_RANGE
             img = np.clip((window - lo) / (hi - lo) * 255, 0, 255).astype(np.uint8)
             out["spectrogram"] = {"rows": int(img.shape[0]), "cols": int(img.shape[1]),
                                   "data": base64.b64encode(img[::-1].tobytes()).decode()}  # low frequencies at the bottom
-        from edgeopt.training.tasks import RAVDESS_FEATURES
-
         c = RAVDESS_FEATURES.logmel
-        audio = ring.recent_audio(c.num_samples(RAVDESS_FEATURES.frames))
+        audio = self.engine.ring.recent_audio(c.num_samples(RAVDESS_FEATURES.frames))
         if audio.size >= WAVEFORM_POINTS:
             bins = audio[: audio.size // WAVEFORM_POINTS * WAVEFORM_POINTS].reshape(WAVEFORM_POINTS, -1)
             out["waveform"] = {"min": np.round(bins.min(1), 4).tolist(), "max": np.round(bins.max(1), 4).tolist()}
@@ -67,29 +64,22 @@ class DemoApp:
 
     def snapshot(self) -> bytes:
         self._account_cpu()
-        state = self.engine.stats.live()
-        state.update(self.display())
+        current = self.engine.current()
+        state = self.engine.stats.live(playing=None if current is None else current[1])  # one ring read for both
+        state.update(self.display(None if current is None else current[0]))
         return json.dumps(state, allow_nan=False, default=_jsonable).encode()
 
     def _account_cpu(self) -> None:
-        """CPU share of this (the server's) thread, over the last second or more."""
-        now, cpu = time.perf_counter(), time.thread_time()
+        """CPU shares of this (the server's) thread and of the statistics thread, over a second or more."""
+        now, server_cpu, stats_cpu = time.perf_counter(), time.thread_time(), self.engine.collector_cpu
         if self._cpu_mark is None:
-            self._cpu_mark = (now, cpu)
+            self._cpu_mark = (now, server_cpu, stats_cpu)
             return
-        t0, c0 = self._cpu_mark
+        t0, server0, stats0 = self._cpu_mark
         if now - t0 >= 1.0:
-            self.engine.stats.set_page_cost(server_cpu_percent=100 * (cpu - c0) / (now - t0),
-                                            stats_cpu_percent=self._collector_percent(now))
-            self._cpu_mark = (now, cpu)
-
-    def _collector_percent(self, now: float) -> float | None:
-        mark = getattr(self, "_collector_mark", None)
-        cpu = self.engine.collector_cpu
-        self._collector_mark = (now, cpu)
-        if mark is None or now - mark[0] <= 0:
-            return None
-        return 100 * (cpu - mark[1]) / (now - mark[0])
+            self.engine.stats.set_page_cost(server_cpu_percent=100 * (server_cpu - server0) / (now - t0),
+                                            stats_cpu_percent=100 * (stats_cpu - stats0) / (now - t0))
+            self._cpu_mark = (now, server_cpu, stats_cpu)
 
     # ------------------------------------------------------------------ ASGI
     async def __call__(self, scope, receive, send):
@@ -107,6 +97,8 @@ class DemoApp:
         if method == "GET" and path in self._static:
             body, kind = self._static[path]
             return await _respond(send, 200, body, kind)
+        if method == "GET" and path == "/favicon.ico":
+            return await _respond(send, 204, b"", "image/x-icon")
         if method == "GET" and path == "/api/info":
             return await _respond(send, 200, json.dumps(self.info, default=_jsonable).encode(), "application/json")
         if method == "GET" and path == "/api/state":

@@ -42,7 +42,11 @@ class Result:
     dropped: int  # cumulative in the model process
     cpu: float  # process CPU seconds at `end`
     busy: bool
-    correct: bool | None  # None: not a scored window
+    label: int  # the window's truth, -1: not scored
+
+    @property
+    def correct(self) -> bool | None:
+        return None if self.label < 0 else self.pred == self.label
 
     @property
     def latency(self) -> float:
@@ -136,7 +140,7 @@ class ModelStats:
         latency = [r.latency for r in window]
         p50 = _percentile(latency, 50)
         out.update(pred=last.pred, conf=last.conf, probs=self.last_probs, seq=last.seq, clip=last.clip,
-                   correct=last.correct, latency_p50_ms=1e3 * p50, latency_p95_ms=1e3 * _percentile(latency, 95),
+                   truth=last.label, correct=last.correct, latency_p50_ms=1e3 * p50, latency_p95_ms=1e3 * _percentile(latency, 95),
                    sustainable_per_s=1 / p50 if p50 else None, rtf=float(np.mean(latency)) * self.rate,
                    lag_p95_ms=1e3 * _percentile([r.lag for r in window], 95), backlog=last.backlog,
                    backlog_max=max(r.backlog for r in window), stale_s=max(0.0, now - last.end))
@@ -215,8 +219,7 @@ class DemoStats:
     def add_result(self, role, seq, clip, probs, audio_time, start, end, backlog, dropped, cpu, busy=False) -> None:
         label = self.label_of(clip)
         pred = int(np.argmax(probs))
-        r = Result(seq, clip, pred, float(probs[pred]), audio_time, start, end, backlog, dropped, cpu, busy,
-                   None if label < 0 else pred == label)
+        r = Result(seq, clip, pred, float(probs[pred]), audio_time, start, end, backlog, dropped, cpu, busy, label)
         with self.lock:
             self.models[role].add(r, probs, label)
             if r.correct is not None:
@@ -254,7 +257,8 @@ class DemoStats:
             return None
         return 100 * (b["cpu"] - a["cpu"]) / (b["t"] - a["t"])
 
-    def live(self) -> dict:
+    def live(self, playing: int | None = None) -> dict:
+        """The rolling figures; `playing`: the id of the sentence playing now (from the window ring)."""
         now = time.perf_counter()
         with self.lock:
             models = {role: m.live(now) for role, m in self.models.items()}
@@ -265,17 +269,20 @@ class DemoStats:
                      "accuracy_delta_points": (100 * (self.paired_opt - self.paired_base) / self.paired_n
                                                if self.paired_n else None)}
             source = self.source or {}
-            clip = base.get("clip", opt.get("clip", -1))
-            now_playing = None
-            if clip is not None and clip >= 0 and source.get("utterances"):
-                label, name, actor = source["utterances"][clip % len(source["utterances"])]
-                now_playing = {"label": label, "emotion": self.classes[label], "name": name, "actor": actor,
-                               "index": clip % len(source["utterances"]) + 1, "of": len(source["utterances"]),
-                               "lap": clip // len(source["utterances"]) + 1}
             return {"t": now - (self.started or now), "models": models, "ratio": ratio, "busy": self.busy,
-                    "error": self.error, "now_playing": now_playing, "stream_cpu_percent": self.stream_cpu_percent(),
+                    "error": self.error, "now_playing": self.describe(playing),
+                    "stream_cpu_percent": self.stream_cpu_percent(),
                     "stream_late_ms": 1e3 * self.stream.get("late_max", 0.0), "page": dict(self.page),
                     "source_kind": source.get("kind")}
+
+    def describe(self, clip: int | None) -> dict | None:
+        """What the page says about a sentence of the playlist (`clip` as in `Playlist.truth`)."""
+        utterances = (self.source or {}).get("utterances")
+        if clip is None or clip < 0 or not utterances:
+            return None
+        label, name, actor = utterances[clip % len(utterances)]
+        return {"label": label, "emotion": self.classes[label], "name": name, "actor": actor,
+                "index": clip % len(utterances) + 1, "of": len(utterances), "lap": clip // len(utterances) + 1}
 
     def summary(self) -> dict:
         with self.lock:

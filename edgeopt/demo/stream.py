@@ -54,6 +54,7 @@ class Playlist:
         self.utterances = list(utterances)
         self.classes = tuple(classes)
         self.sample_rate = sample_rate
+        self._starts = np.array([u.start for u in self.utterances], dtype=np.int64)
         self._speech_start = np.array([u.speech_start for u in self.utterances], dtype=np.int64)
         self._speech_stop = np.array([u.speech_stop for u in self.utterances], dtype=np.int64)
 
@@ -106,6 +107,8 @@ class Playlist:
         Ids count across laps: ``lap * len(self) + index``, so each play of a sentence is its own clip.
         """
         n, best, best_cover = self.audio.size, -1, COVERAGE
+        if not self.utterances:
+            return -1
         for lap in {start // n, (stop - 1) // n}:
             offset = lap * n
             s0, s1 = self._speech_start + offset, self._speech_stop + offset
@@ -115,6 +118,13 @@ class Playlist:
             if cover[i] >= best_cover:
                 best, best_cover = lap * len(self) + i, float(cover[i])
         return best
+
+    def playing(self, sample: int) -> int:
+        """The id (as in `truth`) of the sentence that sample `sample` of the endless stream belongs to."""
+        if not self.utterances:
+            return -1
+        lap, position = divmod(sample, self.audio.size)
+        return lap * len(self) + int(np.searchsorted(self._starts, position, side="right")) - 1
 
     def utterance(self, clip_id: int) -> Utterance:
         return self.utterances[clip_id % len(self)]
@@ -163,6 +173,7 @@ class Tick:
     window: np.ndarray  # [n_mels, frames] normalised log-mel
     clip: int  # `Playlist.truth` id, -1: not scored
     chunk: np.ndarray  # the audio pushed since the previous tick (for the waveform display)
+    playing: int = -1  # id of the sentence the newest sample belongs to (-1: unknown, a microphone)
 
 
 def ticks(playlist: Playlist, rate: int = PREDICTIONS_PER_SECOND, features: AudioFeatures = RAVDESS_FEATURES,
@@ -179,7 +190,8 @@ def ticks(playlist: Playlist, rate: int = PREDICTIONS_PER_SECOND, features: Audi
         source.push(chunk)
         pushed = target
         if source.ready:
-            yield Tick(seq, pushed / sr, source.window(), playlist.truth(*source.window_span()), chunk)
+            yield Tick(seq, pushed / sr, source.window(), playlist.truth(*source.window_span()), chunk,
+                       playlist.playing(pushed - 1))
             seq += 1
 
 

@@ -64,7 +64,7 @@ def run(engine, classes, header: str, seconds: float | None, busy_after: float |
     except ImportError as exc:
         raise SystemExit("edgeopt demo --tui needs rich: pip install 'edgeopt[tui]'") from exc
     start = time.monotonic()
-    with _keys() as key, Live(_table(engine.stats.live(), classes, header), refresh_per_second=REFRESH_PER_SECOND,
+    with _keys() as key, Live(_table(engine.live(), classes, header), refresh_per_second=REFRESH_PER_SECOND,
                               transient=False) as live:
         while seconds is None or time.monotonic() - start < seconds:
             if busy_after is not None and time.monotonic() - start >= busy_after and not engine.busy.on:
@@ -75,7 +75,7 @@ def run(engine, classes, header: str, seconds: float | None, busy_after: float |
                 break
             if pressed in ("b", "B"):
                 engine.set_busy(not engine.busy.on)
-            live.update(_table(engine.stats.live(), classes, header))
+            live.update(_table(engine.live(), classes, header))
             if engine.error:
                 break
             time.sleep(1 / REFRESH_PER_SECOND)

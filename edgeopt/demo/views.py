@@ -32,10 +32,14 @@ def live_rows(state: dict, classes) -> list[tuple[str, str, str, str]]:
         mark = {True: " (right)", False: " (wrong)", None: ""}[m.get("correct")]
         return f"{classes[m['pred']]} {100 * m['conf']:.0f}%{mark}"
 
-    truth = state["now_playing"]["emotion"] if state.get("now_playing") else "- (window not scored)"
+    def truth(m):
+        return "-" if m.get("truth") is None else classes[m["truth"]] if m["truth"] >= 0 else "- (not scored)"
+
+    playing = state.get("now_playing")
     delta = r.get("accuracy_delta_points")
     return [
-        ("ground truth", truth, truth, ""),
+        ("playing", f"{playing['emotion']}, actor {playing['actor']}" if playing else "-", "", ""),
+        ("window's truth", *both(truth), ""),
         ("prediction", *both(pred), ""),
         ("accuracy, last 60 s", *both(lambda m: _pct(m.get("rolling_accuracy"))),
          "-" if delta is None else f"{delta:+.1f} points (same {r['paired_n']} windows)"),

@@ -2,6 +2,8 @@
 "use strict";
 
 const HISTORY_SECONDS = 60;
+const CHART_EVERY = 5;  // redraw the charts on every 5th update (2 per second): they span a minute
+let chartTick = -1;
 const COLORS = { baseline: "#6d7fa6", optimized: "#0e9f6e", busy: "rgba(245, 159, 0, 0.16)", grid: "#e8ebf2", text: "#8a93a8" };
 const ROLES = ["baseline", "optimized"];
 let info = null;
@@ -30,15 +32,16 @@ async function loadInfo() {
   $("#facts").textContent = info.facts;
 }
 
-function renderPanel(role, m, truth) {
+function renderPanel(role, m) {
   const panel = $(`.panel[data-role="${role}"]`);
   if (m.pred === undefined) return;
   setText(panel, "pred", info.classes[m.pred]);
   setText(panel, "conf", pct(m.conf, 0));
   const verdict = $('[data-k="verdict"]', panel);
-  const v = m.correct === null || m.correct === undefined ? ["unscored", "no sentence in window"] : m.correct ? ["right", "✓ right"] : ["wrong", "✗ wrong"];
+  const v = m.correct === null || m.correct === undefined ? ["unscored", "window not scored"]
+    : m.correct ? ["right", "✓ right"] : ["wrong", `✗ truth: ${info.classes[m.truth]}`];
   verdict.className = "verdict " + v[0]; verdict.textContent = v[1];
-  $$bars(panel, m.probs || [], m.pred, truth);
+  drawBars(panel, m.probs || [], m.pred, m.truth);
   setText(panel, "rolling_accuracy", pct(m.rolling_accuracy));
   setText(panel, "accuracy_sub", `${m.rolling_scored} windows · whole run ${pct(m.accuracy)} of ${m.scored}`);
   setText(panel, "latency", `${fmt(m.latency_p50_ms, 2)} / ${fmt(m.latency_p95_ms, 2)} ms`);
@@ -53,7 +56,7 @@ function renderPanel(role, m, truth) {
   $('[data-k="backlog"]', panel).classList.toggle("warn", m.backlog_max >= 10);
 }
 
-function $$bars(panel, probs, pred, truth) {
+function drawBars(panel, probs, pred, truth) {
   panel.querySelectorAll(".bar").forEach((bar, i) => {
     const p = probs[i] || 0;
     bar.firstChild.style.height = Math.max(2, 100 * p).toFixed(1) + "%";
@@ -80,11 +83,12 @@ function renderNow(state) {
   if (np) {
     truth.textContent = np.emotion; truth.className = "truth";
     $("#sentence").textContent = np.name.split("-")[4] === "01" ? "“Kids are talking by the door”" : "“Dogs are sitting by the door”";
-    $("#clipmeta").textContent = `actor ${np.actor} (held out) · sentence ${np.index} of ${np.of}${np.lap > 1 ? ` · lap ${np.lap}` : ""} · ${np.name}`;
+    $("#clipmeta").textContent = `actor ${np.actor} (held out) · sentence ${np.index} of ${np.of}${np.lap > 1 ? ` · lap ${np.lap}` : ""} · ${np.name}.flac`;
   } else {
-    truth.textContent = state.source_kind === "mic" ? "microphone (no ground truth)" : "between sentences";
+    truth.textContent = state.source_kind === "mic" ? "microphone" : "–";
     truth.className = "truth none";
-    $("#sentence").innerHTML = "&nbsp;"; $("#clipmeta").textContent = "window not scored";
+    $("#sentence").textContent = state.source_kind === "mic" ? "no ground truth for live input" : "";
+    $("#clipmeta").innerHTML = "&nbsp;";
   }
 }
 
@@ -226,13 +230,12 @@ function render(state) {
   if (state.error && !$(".error")) { const d = document.createElement("div"); d.className = "error"; d.textContent = state.error; document.body.insertBefore(d, $("main")); }
   const busy = $("#busy"); busy.setAttribute("aria-pressed", String(state.busy)); $(".label b", busy).textContent = state.busy ? "on" : "off";
   renderNow(state);
-  const truth = state.now_playing ? state.now_playing.label : -1;
-  for (const role of ROLES) renderPanel(role, state.models[role], truth);
+  for (const role of ROLES) renderPanel(role, state.models[role]);
   renderKpis(state);
   if (state.spectrogram) drawSpectrogram(state.spectrogram);
   if (state.waveform) drawWaveform(state.waveform);
   remember(state);
-  renderCharts();
+  if (++chartTick % CHART_EVERY === 0) renderCharts();
   renderCosts(state);
   cost.ms += performance.now() - t0; cost.n += 1;
   const elapsed = performance.now() - cost.since;
