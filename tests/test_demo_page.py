@@ -42,7 +42,7 @@ def _number(text: str) -> float:
     return float(m.group())
 
 
-def test_page_renders_and_updates_in_headless_chromium():
+def test_page_renders_and_updates_in_headless_chromium(capsys):
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -106,8 +106,9 @@ def test_page_renders_and_updates_in_headless_chromium():
             time.sleep(3)  # a few seconds of the busy core on the charts
             shot = artifacts / "demo-page.png"
             page.screenshot(path=str(shot), full_page=True)
-            print(f"\nscreenshot of the demo page: {shot}")
-            print("figures read from the page:", figures, "CPU ratio", ratio)
+            with capsys.disabled():  # shown even when the test passes
+                print(f"\n  screenshot of the demo page: {shot}\n  figures read from the page: {figures}, "
+                      f"CPU ratio {ratio}")
             assert not errors, errors
             browser.close()
         demo.send_signal(signal.SIGINT)  # Ctrl-C: the demo stops, prints its summary and exits 0

@@ -16,13 +16,14 @@ the frames within the training `trim_db` of the loudest frame (`edgeopt.training
 from __future__ import annotations
 
 import queue
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from edgeopt.data import LogMel, Ravdess, StreamingLogMel, StreamingResampler
+from edgeopt.data import DataCorruptError, LogMel, Ravdess, StreamingLogMel, StreamingResampler
 from edgeopt.training.tasks import RAVDESS_FEATURES, AudioFeatures, loud_span
 
 PREDICTIONS_PER_SECOND = 30
@@ -34,100 +35,149 @@ PLAYLIST_SEED = 0
 class Utterance:
     """One sentence of the playlist, positioned in the stream (sample indices at the stream's rate)."""
 
-    label: int
+    label: int  # -1: no ground truth (never scored)
     name: str
     actor: int
     start: int
     stop: int
-    speech_start: int
-    speech_stop: int
 
 
 class Playlist:
-    """Sentences concatenated into one stream that repeats (lap after lap) for as long as it is read."""
+    """Sentences concatenated into one stream that repeats (lap after lap) for as long as it is read.
 
-    def __init__(self, audio: np.ndarray, utterances: Sequence[Utterance], classes: Sequence[str],
-                 sample_rate: int):
-        if audio.ndim != 1 or audio.size == 0:
-            raise ValueError(f"Playlist: expected non-empty 1-D audio, got shape {audio.shape}")
-        self.audio = np.ascontiguousarray(audio, dtype=np.float32)
+    Audio is decoded when the stream reaches it (a few sentences are kept), so a playlist of all 240
+    held-out sentences starts at once. `load(i)` returns sentence i's samples; `speech(i, samples)` its
+    speech span ``(first, stop)`` within the sentence, or None where it has no ground truth.
+    """
+
+    KEEP_DECODED = 8
+
+    def __init__(self, utterances: Sequence[Utterance], classes: Sequence[str], sample_rate: int,
+                 load: Callable[[int], np.ndarray], speech: Callable[[int, np.ndarray], tuple[int, int] | None]):
+        if not utterances or utterances[-1].stop <= 0:
+            raise ValueError("Playlist: no audio")
         self.utterances = list(utterances)
         self.classes = tuple(classes)
         self.sample_rate = sample_rate
+        self.length = self.utterances[-1].stop
         self._starts = np.array([u.start for u in self.utterances], dtype=np.int64)
-        self._speech_start = np.array([u.speech_start for u in self.utterances], dtype=np.int64)
-        self._speech_stop = np.array([u.speech_stop for u in self.utterances], dtype=np.int64)
+        self._load, self._speech = load, speech
+        self._decoded: OrderedDict[int, tuple[np.ndarray, tuple[int, int] | None]] = OrderedDict()
 
-    def __len__(self) -> int:
-        return len(self.utterances)
-
-    @property
-    def seconds(self) -> float:
-        return self.audio.size / self.sample_rate
+    @classmethod
+    def from_audio(cls, audio: np.ndarray, sample_rate: int, classes: Sequence[str] = ()) -> "Playlist":
+        """One recording without ground truth (tests, files of the user's own)."""
+        audio = np.ascontiguousarray(audio, dtype=np.float32)
+        return cls([Utterance(-1, "audio", 0, 0, audio.size)], classes, sample_rate, lambda i: audio, lambda i, a: None)
 
     @classmethod
     def ravdess(cls, split: str = "test", seed: int = PLAYLIST_SEED, root=None,
                 features: AudioFeatures = RAVDESS_FEATURES, limit: int | None = None) -> "Playlist":
         """The RAVDESS `split` (default: held-out actors 21-24) in a shuffled but fixed order, so consecutive
         sentences differ in emotion and actor and every run plays the same stream."""
-        data = Ravdess(root, split=split, sample_rate=features.logmel.sample_rate)
-        order = np.random.default_rng(seed).permutation(len(data))
-        if limit is not None:
-            order = order[:limit]
+        sr = features.logmel.sample_rate
+        data = Ravdess(root, split=split, sample_rate=sr)
+        order = [int(i) for i in np.random.default_rng(seed).permutation(len(data))][:limit]
+        utterances, position = [], 0
+        for index in order:
+            clip = data.clips[index]
+            n = _length_at(clip, sr)
+            utterances.append(Utterance(clip.label, clip.path.stem, int(clip.speaker), position, position + n))
+            position += n
         frontend = LogMel(features.logmel)
         hop, win = features.logmel.hop_length, features.logmel.win_length
-        pieces, utterances, position = [], [], 0
-        for index in order:
-            waveform = data.load_waveform(int(index))
+
+        def load(i: int) -> np.ndarray:
+            samples = data.load_waveform(order[i]).numpy()
+            if samples.size != utterances[i].stop - utterances[i].start:
+                raise DataCorruptError(f"{data.clips[order[i]].path}: {samples.size} samples, expected "
+                                       f"{utterances[i].stop - utterances[i].start}")
+            return samples
+
+        def speech(i: int, samples: np.ndarray) -> tuple[int, int]:
             with torch.no_grad():
-                first, stop = loud_span(frontend(waveform), features.trim_db)
-            clip = data.clips[int(index)]
-            n = waveform.shape[0]
-            utterances.append(Utterance(clip.label, clip.path.stem, int(clip.speaker), position, position + n,
-                                        position + first * hop, position + min(n, (stop - 1) * hop + win)))
-            pieces.append(waveform.numpy())
-            position += n
-        return cls(np.concatenate(pieces), utterances, data.classes, features.logmel.sample_rate)
+                first, stop = loud_span(frontend(torch.from_numpy(samples)), features.trim_db)
+            return first * hop, min(samples.size, (stop - 1) * hop + win)
+
+        return cls(utterances, data.classes, sr, load, speech)
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    @property
+    def seconds(self) -> float:
+        return self.length / self.sample_rate
+
+    def _clip(self, i: int) -> tuple[np.ndarray, tuple[int, int] | None]:
+        if i in self._decoded:
+            self._decoded.move_to_end(i)
+            return self._decoded[i]
+        samples = self._load(i)
+        entry = (samples, self._speech(i, samples))
+        self._decoded[i] = entry
+        if len(self._decoded) > self.KEEP_DECODED:
+            self._decoded.popitem(last=False)
+        return entry
+
+    def _pieces(self, start: int, stop: int):
+        """``(clip id, offset of the clip in the endless stream)`` of every sentence overlapping [start, stop)."""
+        lap, position = divmod(start, self.length)
+        i = int(np.searchsorted(self._starts, position, side="right")) - 1
+        while True:
+            offset = lap * self.length + self.utterances[i].start
+            if offset >= stop:
+                return
+            yield lap * len(self) + i, offset
+            i += 1
+            if i == len(self):
+                lap, i = lap + 1, 0
 
     def samples(self, start: int, stop: int) -> np.ndarray:
         """Samples ``[start, stop)`` of the endless stream (the playlist repeated)."""
-        n = self.audio.size
-        if stop - start >= n:
-            raise ValueError("Playlist.samples: a chunk longer than the whole playlist")
-        a, b = start % n, stop % n
-        if stop - start == 0:
-            return self.audio[:0]
-        if a < b:
-            return self.audio[a:b]
-        return np.concatenate([self.audio[a:], self.audio[:b]])
+        parts = []
+        for clip, offset in self._pieces(start, stop):
+            audio, _ = self._clip(clip % len(self))
+            parts.append(audio[max(0, start - offset): stop - offset])
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
     def truth(self, start: int, stop: int) -> int:
         """The id of the sentence a window ``[start, stop)`` of the endless stream is scored against, or -1.
 
         Ids count across laps: ``lap * len(self) + index``, so each play of a sentence is its own clip.
         """
-        n, best, best_cover = self.audio.size, -1, COVERAGE
-        if not self.utterances:
-            return -1
-        for lap in {start // n, (stop - 1) // n}:
-            offset = lap * n
-            s0, s1 = self._speech_start + offset, self._speech_stop + offset
-            overlap = np.minimum(s1, stop) - np.maximum(s0, start)
-            cover = overlap / np.minimum(s1 - s0, stop - start)
-            i = int(np.argmax(cover))
-            if cover[i] >= best_cover:
-                best, best_cover = lap * len(self) + i, float(cover[i])
+        best, best_cover = -1, COVERAGE
+        for clip, offset in self._pieces(start, stop):
+            u = self.utterances[clip % len(self)]
+            span = self._clip(clip % len(self))[1]
+            if u.label < 0 or span is None:
+                continue
+            s0, s1 = offset + span[0], offset + span[1]
+            cover = (min(s1, stop) - max(s0, start)) / min(s1 - s0, stop - start)
+            if cover >= best_cover:
+                best, best_cover = clip, cover
         return best
 
     def playing(self, sample: int) -> int:
         """The id (as in `truth`) of the sentence that sample `sample` of the endless stream belongs to."""
-        if not self.utterances:
-            return -1
-        lap, position = divmod(sample, self.audio.size)
+        lap, position = divmod(sample, self.length)
         return lap * len(self) + int(np.searchsorted(self._starts, position, side="right")) - 1
 
     def utterance(self, clip_id: int) -> Utterance:
         return self.utterances[clip_id % len(self)]
+
+    def speech_span(self, index: int) -> tuple[int, int] | None:
+        """Sentence `index`'s speech within the stream's first lap (decodes it)."""
+        span = self._clip(index)[1]
+        return None if span is None else (self.utterances[index].start + span[0], self.utterances[index].start + span[1])
+
+
+def _length_at(clip, sample_rate: int) -> int:
+    """A file's length once resampled to `sample_rate` (as `resample` gives it), from its header."""
+    import soundfile
+
+    info = soundfile.info(str(clip.path))
+    frames = clip.num_samples if clip.num_samples is not None else info.frames
+    return -(-frames * sample_rate // info.samplerate)
 
 
 class WindowSource:
