@@ -37,7 +37,7 @@ def test_shipped_optimized_model_is_the_current_recipe_and_int8():
 
 def test_an_artifact_of_another_recipe_or_format_is_refused(tmp_path):
     other = dict(models.OPTIMIZED_RECIPE, quantize={"observer": "minmax"})
-    path = models.save_artifact(torch.nn.Linear(2, 2), tmp_path / "m.pt", recipe=other)
+    path = models.save_artifact(torch.nn.Linear(2, 2), {}, tmp_path / "m.pt", recipe=other)
     with pytest.raises(models.ArtifactMismatch, match="recipe"):
         models.load_artifact(path)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")

@@ -40,6 +40,8 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=2, help="threads per model")
     p.add_argument("--busy", action="store_true", help="keep one core busy from the start")
     p.add_argument("--busy-after", type=float, default=None, metavar="S", help="switch the busy core on after S seconds")
+    p.add_argument("--only", choices=("baseline", "optimized"), default=None,
+                   help="run one model alone (to measure it without the other sharing the cores)")
     p.add_argument("--mic", action="store_true", help="microphone input (falls back to the files without a device)")
     p.add_argument("--isa", choices=("avx2", "native"), default="avx2",
                    help="avx2: keep every model on the AVX2 path where the CPU has AVX-512 (default)")
@@ -98,7 +100,8 @@ def live(args) -> int:
     stats = DemoStats(PREDICTIONS_PER_SECOND, RAVDESS_EMOTIONS)
     stats.isa_mechanism, stats.threads = plan.mechanism, args.threads
     engine = Engine(stats, threads=args.threads, child_env=plan.env, optimized_path=optimized_path,
-                    source=SourceSpec(mic=mic, playlist_limit=args.limit))
+                    source=SourceSpec(mic=mic, playlist_limit=args.limit),
+                    roles=(args.only,) if args.only else ("baseline", "optimized"))
     server = None
     try:
         _log("2/3 starting the stream and the two model processes")
@@ -206,8 +209,9 @@ def page_info(stats, plan, args) -> dict:
         "RAVDESS, held-out actors 21-24, streamed in real time"
     models = {}
     for role, m in stats.models.items():
-        info = dict(m.info or {})
-        info["isa_line"] = _isa_line(info, plan)
+        info = dict(m.info or {"title": f"{role}: not running (--only)", "method": "-", "macs": 0,
+                               "weight_bytes": 0, "threads": 0})
+        info["isa_line"] = _isa_line(info, plan) if m.info else ""
         models[role] = info
     cpu = _C.cpu_info()["brand"] or platform.processor() or "unknown CPU"
     return {

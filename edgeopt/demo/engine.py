@@ -286,7 +286,7 @@ class Engine:
     """Starts the processes, feeds their messages to `stats`, and stops everything on `close`."""
 
     def __init__(self, stats, threads: int = 2, source: SourceSpec = SourceSpec(), child_env: dict | None = None,
-                 optimized_path: Path | None = None, capacity: int = QUEUE_CAPACITY):
+                 optimized_path: Path | None = None, capacity: int = QUEUE_CAPACITY, roles=ROLES):
         from edgeopt.training.tasks import RAVDESS_FEATURES
 
         self.stats = stats
@@ -295,6 +295,9 @@ class Engine:
         self.child_env = dict(child_env or {})
         self.optimized_path = optimized_path
         self.capacity = capacity
+        self.roles = tuple(roles)
+        if not self.roles or set(self.roles) - set(ROLES):
+            raise ValueError(f"roles must be a non-empty subset of {ROLES}, got {roles!r}")
         self.ctx = mp.get_context("spawn")
         f = RAVDESS_FEATURES
         self.ring = WindowRing(self.ctx, f.logmel.n_mels, f.frames)
@@ -309,7 +312,7 @@ class Engine:
 
     def start(self, log: Callable[[str], None] = print, timeout: float = 300.0) -> None:
         targets = {"stream": (stream_main, (self.source, self.ring, self.messages, self.go, self.stop_event))}
-        for role in ROLES:
+        for role in self.roles:
             targets[role] = (model_main, (role, str(self.optimized_path) if self.optimized_path else None, self.ring,
                                           self.messages, self.stop_event, self.threads, self.capacity))
         with _environment(self.child_env):
@@ -317,7 +320,7 @@ class Engine:
                 p = self.ctx.Process(target=target, args=args, name=f"edgeopt-demo-{name}", daemon=True)
                 p.start()
                 self.processes[name] = p
-        waiting = {"stream", *ROLES}
+        waiting = {"stream", *self.roles}
         deadline = time.monotonic() + timeout
         t0 = time.perf_counter()
         while waiting:

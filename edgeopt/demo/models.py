@@ -35,7 +35,7 @@ OPTIMIZED_RECIPE = {
     "quantize": {"observer": "percentile", "percentile": 99.99, "weight_rounding": "gptq"},
     "calibration": {"split": "train", "samples": 512, "batch": 32},  # evenly spaced training windows
 }
-ARTIFACT_FORMAT = 1
+ARTIFACT_FORMAT = 2  # 2: with the lowering's kernel choice
 SHIPPED = Path(__file__).resolve().parent / "assets" / "ravdess_optimized.pt"
 INPUT_SHAPE = (1, 1, 64, 128)
 
@@ -67,25 +67,27 @@ def calibration_batches(recipe: dict = OPTIMIZED_RECIPE, root=None) -> list[torc
     return [torch.stack(samples[i:i + cal["batch"]]) for i in range(0, n, cal["batch"])]
 
 
-def build_optimized(recipe: dict = OPTIMIZED_RECIPE, progress: bool = True, root=None) -> nn.Module:
-    """Make the optimized model from its recipe (calibration on the training actors, never the test ones)."""
+def build_optimized(recipe: dict = OPTIMIZED_RECIPE, progress: bool = True, root=None) -> tuple[nn.Module, dict]:
+    """Make the optimized model from its recipe (calibration on the training actors, never the test ones).
+    Returns the model and the kernel the lowering chose for each layer (by measured time, on this machine),
+    which a saved copy needs to be rebuilt (`optimized_skeleton`)."""
     import edgeopt
     from edgeopt.models import load_pretrained
 
-    model, _ = edgeopt.quantize(load_pretrained(recipe["student"]), calibration_batches(recipe, root),
-                                progress=progress, **recipe["quantize"])
-    return model.eval()
+    model, report = edgeopt.quantize(load_pretrained(recipe["student"]), calibration_batches(recipe, root),
+                                     progress=progress, **recipe["quantize"])
+    return model.eval(), {layer.name: layer.kernel for layer in report.layers if layer.kernel}
 
 
-def optimized_skeleton(recipe: dict = OPTIMIZED_RECIPE) -> nn.Module:
-    """A model with the recipe's structure, to load a saved state_dict into (edgeopt.quantize's documented
-    way: quantize a fresh model with any batch of the right shape, then load_state_dict)."""
+def optimized_skeleton(kernels: dict, recipe: dict = OPTIMIZED_RECIPE) -> nn.Module:
+    """A model with the recipe's structure and the saved kernel choice, to load a saved state_dict into (the
+    lowering's documented way: lower a fresh model with any batch of the right shape and the same kernels)."""
     import edgeopt
     from edgeopt.models import load_pretrained
 
     options = dict(recipe["quantize"], weight_rounding="nearest")  # the weights are overwritten anyway
-    model, _ = edgeopt.quantize(load_pretrained(recipe["student"]), [torch.zeros(INPUT_SHAPE)],
-                                progress=False, **options)
+    model, _ = edgeopt.quantize(load_pretrained(recipe["student"]), [torch.zeros(INPUT_SHAPE)], kernels=kernels,
+                                measure=False, progress=False, **options)
     return model.eval()
 
 
@@ -97,9 +99,9 @@ def cached_path(recipe: dict = OPTIMIZED_RECIPE) -> Path:
     return cache_dir() / "demo" / f"ravdess_optimized-{recipe_id(recipe)}.pt"
 
 
-def save_artifact(model: nn.Module, path: Path, recipe: dict = OPTIMIZED_RECIPE, **metadata) -> Path:
+def save_artifact(model: nn.Module, kernels: dict, path: Path, recipe: dict = OPTIMIZED_RECIPE, **metadata) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": ARTIFACT_FORMAT, "recipe": recipe, "recipe_id": recipe_id(recipe),
+    payload = {"format": ARTIFACT_FORMAT, "recipe": recipe, "recipe_id": recipe_id(recipe), "kernels": kernels,
                "state_dict": model.state_dict(), "metadata": metadata}
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     torch.save(payload, tmp)
@@ -115,15 +117,15 @@ def load_artifact(path: Path, recipe: dict = OPTIMIZED_RECIPE) -> tuple[nn.Modul
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ArtifactMismatch(f"cannot read {path}: {exc}") from exc
+        raise ArtifactMismatch(f"cannot read {path}: {str(exc).splitlines()[0][:200]}") from exc
     if not isinstance(payload, dict) or payload.get("format") != ARTIFACT_FORMAT:
         raise ArtifactMismatch(f"{path} is not a demo model of format {ARTIFACT_FORMAT}")
     if payload.get("recipe_id") != recipe_id(recipe):
         raise ArtifactMismatch(f"{path} was made by recipe {payload.get('recipe_id')}, not {recipe_id(recipe)}")
-    model = optimized_skeleton(recipe)
     try:
+        model = optimized_skeleton(dict(payload.get("kernels") or {}), recipe)
         model.load_state_dict(payload["state_dict"])
-    except Exception as exc:  # missing keys, shapes, packed-format version checks
+    except Exception as exc:  # unknown kernels, missing keys, shapes, packed-format version checks
         raise ArtifactMismatch(f"{path} does not fit this edgeopt: {str(exc).splitlines()[0][:300]}") from exc
     return model.eval(), payload.get("metadata", {})
 
@@ -139,8 +141,8 @@ def prepare_optimized(log: Callable[[str], None] = print, recipe: dict = OPTIMIZ
                 log(f"  not using {path}: {exc}")
     log(f"  building the optimized model from its recipe (once, about 20 s; cached in {cached_path(recipe).parent})")
     t0 = time.perf_counter()
-    model = build_optimized(recipe, progress=True)
-    path = save_artifact(model, cached_path(recipe), recipe, built_seconds=time.perf_counter() - t0)
+    model, kernels = build_optimized(recipe, progress=True)
+    path = save_artifact(model, kernels, cached_path(recipe), recipe, built_seconds=time.perf_counter() - t0)
     log(f"  built in {time.perf_counter() - t0:.0f} s -> {path}")
     return path
 
@@ -174,10 +176,10 @@ def main() -> int:
     from edgeopt.training.tasks import get_task
 
     t0 = time.perf_counter()
-    model = build_optimized(progress=True)
+    model, kernels = build_optimized(progress=True)
     seconds = time.perf_counter() - t0
     accuracy = evaluate(model, get_task("ravdess").dataset("test")).accuracy
-    save_artifact(model, SHIPPED, built_seconds=round(seconds, 1), test_accuracy_centred_windows=accuracy,
+    save_artifact(model, kernels, SHIPPED, built_seconds=round(seconds, 1), test_accuracy_centred_windows=accuracy,
                   torch=str(torch.__version__))
     print(f"wrote {SHIPPED} ({SHIPPED.stat().st_size / 1e3:.0f} kB, recipe {recipe_id()}); test accuracy "
           f"{100 * accuracy:.2f}% (centred windows of the 240 held-out clips), built in {seconds:.0f} s")
