@@ -9,23 +9,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.modules.utils import _pair
 
-from edgeopt import ops
-from edgeopt._native import _C
-from edgeopt.threads import get_num_threads
-
-
-def _pair(v) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
-def pool_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil_mode: bool) -> int:
-    """torch's max_pool2d output size along one axis."""
-    span = size + 2 * pad - dilation * (kernel - 1) - 1
-    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + pad:
-        out -= 1  # the last window would start in the padding
-    return out
+from edgeopt import kernels, ops
 
 
 class MaxPool2d(nn.MaxPool2d):
@@ -39,24 +25,11 @@ class MaxPool2d(nn.MaxPool2d):
         return cls(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.return_indices, pool.ceil_mode)
 
     def forward(self, x: torch.Tensor):
-        if (self.return_indices or x.device.type != "cpu" or x.dim() != 4
+        if (self.return_indices or not x.is_cpu or x.dim() != 4
                 or x.dtype not in (torch.float32, torch.uint8)
                 or not x.is_contiguous(memory_format=torch.channels_last)):
             return super().forward(x)
-        k, s, p, d = (_pair(v) for v in (self.kernel_size, self.stride or self.kernel_size, self.padding,
-                                          self.dilation))
+        window = (self.kernel_size, self.stride or self.kernel_size, self.padding, self.dilation)
         if torch.compiler.is_compiling():
-            return ops.maxpool2d_nhwc(x.permute(0, 2, 3, 1), list(k), list(s), list(p), list(d),
-                                      self.ceil_mode).permute(0, 3, 1, 2)
-        return _maxpool_nhwc(x.permute(0, 2, 3, 1), k, s, p, d, self.ceil_mode).permute(0, 3, 1, 2)
-
-
-def _maxpool_nhwc(x_nhwc: torch.Tensor, k, s, p, d, ceil_mode: bool) -> torch.Tensor:
-    n, h, w, c = x_nhwc.shape
-    oh = pool_output_size(h, k[0], s[0], p[0], d[0], ceil_mode)
-    ow = pool_output_size(w, k[1], s[1], p[1], d[1], ceil_mode)
-    if oh < 1 or ow < 1:
-        raise ValueError(f"edgeopt MaxPool2d: input {h}x{w} is smaller than the pooling window")
-    out = torch.empty((n, oh, ow, c), dtype=x_nhwc.dtype)
-    _C.maxpool2d(x_nhwc.detach().numpy(), out.numpy(), k, s, p, d, get_num_threads())
-    return out
+            return ops.max_pool2d(x, *(list(_pair(v)) for v in window), self.ceil_mode)
+        return kernels.max_pool2d(x, *window, self.ceil_mode)  # takes ints or pairs
