@@ -31,6 +31,7 @@ SPARSE_LINEAR = "SparseLinear"
 QUANT_CONV = "QuantConv2d"
 SPARSE_CONV = "SparseConv2d"
 MAX_POOL = "MaxPool2d"
+GLOBAL_AVG_POOL = "GlobalAvgPool2d"
 
 
 # --- checks shared by the ops ---
@@ -440,3 +441,31 @@ def max_pool2d(x: torch.Tensor, kernel, stride, padding, dilation, ceil_mode: bo
     if not x.is_meta and out.numel():
         _C.maxpool2d(g.nhwc_view(x), g.nhwc_view(out), g.kernel, g.stride, g.padding, g.dilation, get_num_threads())
     return out
+
+
+def global_avgpool_u8_output(x: torch.Tensor, x_scale: float, x_zero_point: int, out_scale: float,
+                             out_zero_point: int, out_uint8: bool) -> torch.Tensor:
+    _check_device(GLOBAL_AVG_POOL, x)
+    if x.dtype != torch.uint8:
+        raise TypeError(f"edgeopt {GLOBAL_AVG_POOL}: the native pool takes uint8 input, got {x.dtype}")
+    if x.dim() != 4:
+        raise ValueError(f"edgeopt {GLOBAL_AVG_POOL} expects a 4-D (N, C, H, W) tensor, got {tuple(x.shape)}")
+    n, c, h, w = x.shape
+    if h * w == 0:
+        raise ValueError(f"edgeopt {GLOBAL_AVG_POOL}: cannot average an empty image ({h}x{w})")
+    _check_u8_params(GLOBAL_AVG_POOL, "input", x_scale, x_zero_point)
+    if out_uint8:
+        _check_u8_params(GLOBAL_AVG_POOL, "output", out_scale, out_zero_point)
+    return x.new_empty((n, c, 1, 1), dtype=torch.uint8 if out_uint8 else torch.float32)
+
+
+def global_avgpool_u8(x: torch.Tensor, x_scale: float, x_zero_point: int, out_scale: float = 1.0,
+                      out_zero_point: int = 0, out_uint8: bool = False) -> torch.Tensor:
+    """Each channel's mean of a uint8 (N, C, H, W) tensor quantized with (x_scale, x_zero_point), either memory
+    format: (N, C, 1, 1) float32, or uint8 quantized with (out_scale, out_zero_point)."""
+    out = global_avgpool_u8_output(x, x_scale, x_zero_point, out_scale, out_zero_point, out_uint8)
+    if not x.is_meta and out.numel():
+        _C.global_avgpool(_Window.nhwc_input(x), out.view(out.shape[0], out.shape[1]).numpy(), x_scale, x_zero_point,
+                          out_scale, out_zero_point, get_num_threads())
+    return out
+

@@ -112,3 +112,13 @@ def max_pool2d(x: torch.Tensor, kernel: list[int], stride: list[int], padding: l
 
 
 max_pool2d.register_fake(kernels.max_pool2d_output)
+
+
+@torch.library.custom_op("edgeopt::global_avgpool_u8", mutates_args=())
+def global_avgpool_u8(x: torch.Tensor, x_scale: float, x_zero_point: int, out_scale: float, out_zero_point: int,
+                      out_uint8: bool) -> torch.Tensor:
+    """(N, C, H, W) uint8, either memory format -> (N, C, 1, 1) float32 or uint8: each channel's mean."""
+    return kernels.global_avgpool_u8(x, x_scale, x_zero_point, out_scale, out_zero_point, out_uint8)
+
+
+global_avgpool_u8.register_fake(kernels.global_avgpool_u8_output)

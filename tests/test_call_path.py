@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from edgeopt import kernels
-from edgeopt.nn import HalfLinear, LowRankLinear, MaxPool2d, QuantConv2d, QuantLinear, SparseConv2d, SparseLinear
+from edgeopt.nn import (GlobalAvgPool2d, HalfLinear, LowRankLinear, MaxPool2d, QuantConv2d, QuantLinear, SparseConv2d,
+                        SparseLinear)
 
 CL = torch.channels_last
 
@@ -166,6 +167,21 @@ def test_pool_batch0_meta_and_compile():
     torch._dynamo.reset()
     assert torch.equal(torch.compile(pool, fullgraph=True, backend="aot_eager")(x), y)
     torch._dynamo.reset()
+
+
+def test_global_avg_pool_batch0_meta_errors():
+    pool = GlobalAvgPool2d()
+    pool.set_input_quant(0.1, 3)
+    x = torch.randint(0, 256, (2, 5, 4, 3), dtype=torch.uint8)
+    y = pool(x)
+    assert y.shape == (2, 5, 1, 1) and torch.equal(pool(x.contiguous(memory_format=CL)), y)
+    assert pool(x[:0]).shape == (0, 5, 1, 1)
+    meta = pool(x.to("meta"))
+    assert meta.device.type == "meta" and meta.shape == y.shape
+    bad = torch.zeros(1, 5, 0, 3, dtype=torch.uint8)
+    kind, eager = message(lambda: pool(bad))
+    assert kind is ValueError and "empty image" in eager
+    assert eager in compiled_message(pool, bad)
 
 
 def test_meta_weights_with_real_input_are_refused():
