@@ -35,9 +35,12 @@ def emits_channels_last(m: nn.Module) -> bool:
     return hasattr(m, "channels_last_output")
 
 
-def takes_residual(m) -> bool:
-    """forward(x, residual) adds `residual` in the epilogue, before the fused activation (a module or its
-    class)."""
+def takes_residual(m: nn.Module) -> bool:
+    """forward(x, residual) adds `residual` in the epilogue, before the fused activation (a module may say
+    whether it can, with `adds_residual`)."""
+    can = getattr(m, "adds_residual", None)
+    if isinstance(can, bool):
+        return can
     try:
         return "residual" in inspect.signature(m.forward).parameters
     except (TypeError, ValueError):
