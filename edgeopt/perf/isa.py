@@ -209,3 +209,14 @@ def reexec_under_shim(argv: list[str] | None = None) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, args, env)
+
+
+def prepare_process() -> str:
+    """For the timing commands (`edgeopt profile`, `edgeopt study`): re-executes under the avx2only shim when
+    CPUID reports AVX-512 and the shim is built (EDGEOPT_NO_SHIM_REEXEC=1 prevents it), else sets the
+    per-library switches. Does nothing once torch is loaded (an embedding process, a test run): the switches
+    would take effect only in part. Returns the mechanism in force."""
+    if "torch" in sys.modules:  # too late for the switches (ATen reads them at load): leave the process alone
+        return mechanism()
+    reexec_under_shim()
+    return steer()

@@ -109,12 +109,26 @@ def export_qdq(model: nn.Module, input_shape: Sequence[int], calibration: Sequen
     return path
 
 
-def module_name(onnx_node_name: str) -> str:
-    """The torch module path an exported node came from: `/layer1/layer1.0/conv1/Conv` -> `layer1.0.conv1`,
-    `/conv1/Conv` -> `conv1`, `/Flatten` -> `` (an op of the top-level forward). Suffixes that quantization
-    tools and runtimes add (`_quant`, `_output_0`, ...) stay with the op name and do not matter here."""
+def module_name(onnx_node_name: str, known: set[str] | None = None) -> str:
+    """The torch module an exported node came from. The exporter names nodes by module scope:
+    `/layer1/layer1.0/conv1/Conv` is `layer1.0.conv1` (a component that extends the previous one,
+    `layer1` -> `layer1.0`, replaces it; others are children). Runtimes keep that prefix and add suffixes
+    (OpenVINO `/WithoutBiases`, ONNX Runtime `_token_5`). With `known` (the model's module names) the longest
+    known module on the path is returned ('' if none: graph inputs, reorders); without it, the path minus
+    its last component (the op)."""
     parts = [p for p in onnx_node_name.split("/") if p]
-    return parts[-2] if len(parts) >= 2 else ""
+    paths, current, previous = [], "", ""
+    for part in parts:
+        if previous and part.startswith(previous + "."):
+            current = current[: len(current) - len(previous)] + part
+        else:
+            current = f"{current}.{part}" if current else part
+        previous = part
+        paths.append(current)
+    if known is None:
+        return paths[-2] if len(paths) >= 2 else ""
+    hits = [p for p in paths if p in known]
+    return hits[-1] if hits else ""
 
 
 # --------------------------------------------------------------------------------------------- per-node times
@@ -125,7 +139,7 @@ class NodeTime:
     type: str          # op type (Convolution, Conv, QLinearConv, ...)
     kernel: str        # what ran (OpenVINO: exec type such as jit_avx2_I8; ORT: the provider)
     seconds: float     # median over the profiled calls
-    module: str = ""   # the torch module it maps to (module_name)
+    module: str = ""   # the torch module it maps to (module_name), filled in when matched
 
     def to_dict(self) -> dict:
         return {"name": self.name, "type": self.type, "kernel": self.kernel, "ms": self.seconds * 1e3,
@@ -166,7 +180,7 @@ class OrtRunner:
         for name, samples in per_node.items():
             samples.sort()
             kept = [d for _, d in samples[skip_runs:]] or [d for _, d in samples]
-            out.append(NodeTime(name, info[name][0], info[name][1], statistics.median(kept), module_name(name)))
+            out.append(NodeTime(name, info[name][0], info[name][1], statistics.median(kept)))
         return out
 
 
@@ -209,7 +223,7 @@ class OpenVinoRunner:
                 p.real_time.total_seconds())
 
     def node_times(self) -> list[NodeTime]:
-        return [NodeTime(name, kind, kernel, statistics.median(times), module_name(name))
+        return [NodeTime(name, kind, kernel, statistics.median(times))
                 for name, (kind, kernel, times) in self._samples.items()]
 
 

@@ -105,18 +105,21 @@ def calls_for(fn: Callable[[], object], seconds: float, most: int = 10_000) -> i
 def alternating_blocks(contenders: Mapping[str, Callable[[], object]], *, blocks: int = 5,
                        seconds_per_block: float = 0.2, calls_per_block: Mapping[str, int] | None = None,
                        between: Callable[[str], None] | None = None,
+                       after: Mapping[str, Callable[[object], None]] | None = None,
                        progress: Callable[[int, int], None] | None = None) -> dict[str, Samples]:
     """Times every contender in `blocks` rounds; in each round each contender runs one block of calls, the
     first of which warms it up and is not timed. The order rotates every round (A B C, B C A, ...).
 
     calls_per_block: timed calls per block per contender (default: as many as fit in `seconds_per_block`,
     from a trial call). between(name): called before each block (e.g. to switch thread settings).
-    Returns name -> Samples of the per-call times."""
+    after[name](result): called with each timed call's return value, outside the timed interval (to keep
+    per-layer times or read a runtime's profiling counters). Returns name -> Samples of the per-call times."""
     names = list(contenders)
     if not names:
         return {}
     if calls_per_block is None:
-        calls_per_block = {n: calls_for(contenders[n], seconds_per_block, most=2000) for n in names}
+        # at least 2: a block's first call is never timed, and one timed call per block is too few for a p95
+        calls_per_block = {n: max(2, calls_for(contenders[n], seconds_per_block, most=2000)) for n in names}
     samples = {n: Samples() for n in names}
     done, total = 0, blocks * len(names)
     with torch.no_grad():
@@ -127,10 +130,13 @@ def alternating_blocks(contenders: Mapping[str, Callable[[], object]], *, blocks
                 if between is not None:
                     between(name)
                 fn()  # untimed: wakes this contender's threads, lets the previous one's spin down
+                keep = (after or {}).get(name)
                 for _ in range(calls_per_block[name]):
                     t0 = time.perf_counter()
-                    fn()
+                    result = fn()
                     samples[name].add(time.perf_counter() - t0)
+                    if keep is not None:
+                        keep(result)
                 done += 1
                 if progress is not None:
                     progress(done, total)
