@@ -235,7 +235,7 @@ def test_alternating_blocks_rotate_and_skip_the_first_call():
     contenders = {name: (lambda name=name: log.append(name) or len(log)) for name in "abc"}
     kept = []
     samples = timing.alternating_blocks(contenders, blocks=3, calls_per_block={"a": 2, "b": 1, "c": 1},
-                                        after={"b": kept.append})
+                                        after={"b": kept.append}, settle_seconds=0)
     assert [samples[n].n for n in "abc"] == [6, 3, 3]
     # block order a b c, then b c a, then c a b; each block starts with an untimed call
     assert "".join(log) == "aaabbcc" + "bbccaaa" + "ccaaabb"

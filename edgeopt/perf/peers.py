@@ -227,6 +227,13 @@ class OpenVinoRunner:
                 for name, (kind, kernel, times) in self._samples.items()]
 
 
+# Every compiled model stays alive until the process ends. OpenVINO installs an alternate signal stack on the
+# calling thread while it runs; after some compiled models were freed, the next CPUID the avx2only shim had to
+# emulate (its SIGSEGV handler runs on the alternate stack, SA_ONSTACK) killed the process outright: the kernel
+# could not deliver the signal. Seen with OpenVINO 2026.4; never freeing them avoided it.
+_KEEP_ALIVE: list = []
+
+
 def openvino_model(path: Path, threads: int, profiling: bool = False) -> OpenVinoRunner:
     _need("openvino")
     import openvino as ov
@@ -238,6 +245,7 @@ def openvino_model(path: Path, threads: int, profiling: bool = False) -> OpenVin
     if profiling:
         config["PERF_COUNT"] = True
     compiled = ov.Core().compile_model(str(path), "CPU", config)
+    _KEEP_ALIVE.append(compiled)
     meta = {"ov_version": ov.get_version(), "contender_isa": isa.openvino_path(compiled)}
     return OpenVinoRunner(compiled, compiled.create_infer_request(), profiling, meta)
 

@@ -106,6 +106,7 @@ def alternating_blocks(contenders: Mapping[str, Callable[[], object]], *, blocks
                        seconds_per_block: float = 0.2, calls_per_block: Mapping[str, int] | None = None,
                        between: Callable[[str], None] | None = None,
                        after: Mapping[str, Callable[[object], None]] | None = None,
+                       settle_seconds: float = 0.02,
                        progress: Callable[[int, int], None] | None = None) -> dict[str, Samples]:
     """Times every contender in `blocks` rounds; in each round each contender runs one block of calls, the
     first of which warms it up and is not timed. The order rotates every round (A B C, B C A, ...).
@@ -113,7 +114,9 @@ def alternating_blocks(contenders: Mapping[str, Callable[[], object]], *, blocks
     calls_per_block: timed calls per block per contender (default: as many as fit in `seconds_per_block`,
     from a trial call). between(name): called before each block (e.g. to switch thread settings).
     after[name](result): called with each timed call's return value, outside the timed interval (to keep
-    per-layer times or read a runtime's profiling counters). Returns name -> Samples of the per-call times."""
+    per-layer times or read a runtime's profiling counters). settle_seconds: a pause before each block, so
+    the threads the previous contender left spinning (OpenMP, ONNX Runtime's pool) go to sleep first and
+    do not take the cores from this one. Returns name -> Samples of the per-call times."""
     names = list(contenders)
     if not names:
         return {}
@@ -129,6 +132,8 @@ def alternating_blocks(contenders: Mapping[str, Callable[[], object]], *, blocks
                 fn = contenders[name]
                 if between is not None:
                     between(name)
+                if settle_seconds:
+                    time.sleep(settle_seconds)
                 fn()  # untimed: wakes this contender's threads, lets the previous one's spin down
                 keep = (after or {}).get(name)
                 for _ in range(calls_per_block[name]):
