@@ -22,6 +22,10 @@ def cache_root() -> Path:
     return cache_dir()
 
 
+# edgeopt's measuring and command-line code: editing it must not invalidate built artefacts
+_MEASURING = {"perf", "study", "demo", "profile.py", "cli.py", "demo_cli.py", "info.py", "progress.py", "__main__.py"}
+
+
 @lru_cache(maxsize=1)
 def code_fingerprint() -> str:
     """Short hash of edgeopt's Python sources and the built extension (size and mtime)."""
@@ -31,7 +35,8 @@ def code_fingerprint() -> str:
     root = Path(edgeopt.__file__).resolve().parent
     h = hashlib.sha1()
     for path in sorted(root.rglob("*.py")):
-        if "study" in path.parts or "perf" in path.parts:  # the measuring code does not change what is built
+        rel = path.relative_to(root)
+        if rel.parts[0] in _MEASURING or rel.name in _MEASURING:  # they do not change what is built
             continue
         h.update(str(path.relative_to(root)).encode())
         h.update(path.read_bytes())

@@ -1,7 +1,7 @@
 """Low rank + fine-tuning on real data, and fp16 weights: accuracy, MACs and batch-1 latency.
 
-    python bench/finetune_low_rank.py --model ravdess [--fractions 0.5,0.25,0.125] [--epochs 6] [--out r.json]
-    python bench/finetune_low_rank.py --model vit     [--fractions 0.5,0.25,0.125] [--epochs 2] [--out v.json]
+    python bench/accuracy/finetune_low_rank.py --model ravdess [--fractions 0.5,0.25,0.125] [--epochs 6] [--out r.json]
+    python bench/accuracy/finetune_low_rank.py --model vit     [--fractions 0.5,0.25,0.125] [--epochs 2] [--out v.json]
 
 ravdess: the RAVDESS speech-emotion VGG CNN (edgeopt/checkpoints/ravdess_vgg_audio.pt; test = the 240 clips
   of held-out actors 21-24, 1 clip = 0.42 points). Its 3x3 convs are Tucker-2 factorized at each rank
@@ -35,8 +35,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import avx2_path  # noqa: E402,F401  (must precede torch)
+from edgeopt.perf import isa  # noqa: E402
+
+isa.steer()  # before torch: the AVX2-path switches (harmless under the avx2only shim)
+from edgeopt.perf.cost import count_macs  # noqa: E402  (counts edgeopt's LowRankLinear / HalfLinear too)
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -44,30 +46,6 @@ from torch import nn  # noqa: E402
 
 def load() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
-
-
-def count_macs(model: nn.Module, shape) -> int:
-    """models.count_macs plus the edgeopt Linear modules (which are not nn.Linear)."""
-    from edgeopt.models import count_macs as torch_macs
-    from edgeopt.nn import HalfLinear, LowRankLinear
-
-    extra = 0
-
-    def hook(module, inputs, output):
-        nonlocal extra
-        rows = output.numel() // output.shape[-1]
-        if isinstance(module, LowRankLinear):
-            extra += rows * module.macs_per_row()
-        elif isinstance(module, HalfLinear):
-            extra += rows * module.in_features * module.out_features
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (LowRankLinear, HalfLinear))]
-    try:
-        base = torch_macs(model, shape)
-    finally:
-        for h in handles:
-            h.remove()
-    return base + extra
 
 
 @torch.no_grad()
@@ -185,7 +163,7 @@ def main() -> int:
     if args.epochs is None:
         args.epochs = 6 if args.model == "ravdess" else 2
     torch.set_num_threads(1)
-    meta = avx2_path.setup()
+    meta = isa.setup()
     from edgeopt.threads import set_num_threads
     set_num_threads(1)
 

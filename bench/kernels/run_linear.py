@@ -1,7 +1,7 @@
 """Runs the Linear benchmark for every implementation, the machine ceilings, and the comparison.
 
-    python bench/run_linear.py                       # full sweep (several minutes)
-    python bench/run_linear.py --m 1,256 --only square2048,mlp.fc2 --fast
+    python bench/kernels/run_linear.py                       # full sweep (several minutes)
+    python bench/kernels/run_linear.py --m 1,256 --only square2048,mlp.fc2 --fast
 
 Writes one pyperf JSON per implementation plus summary.md into bench/results/linear-<time>/, prints
 `pyperf compare_to --table` and a summary in GMAC/s with each contender's fraction of the measured
@@ -18,26 +18,12 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import avx2_path  # noqa: E402
-from common import compare_table, median_seconds, run_contenders, write_summary  # noqa: E402
+from edgeopt.perf import isa  # noqa: E402
+
+isa.steer()  # before torch: the AVX2-path switches (harmless under the avx2only shim)
+from edgeopt.perf.pyperf_runs import ceilings_dict as measure_ceilings, compare_table, median_seconds, run_contenders, write_summary  # noqa: E402
 
 from bench_linear import DEFAULT_M, IMPLS, bench_name, read_shapes  # noqa: E402
-
-
-def measure_ceilings(threads: int) -> dict:
-    """Best of 3 short runs of each ceiling chain, on `threads` threads (GMAC/s or GB/s)."""
-    code = (
-        "import sys, json; sys.path.insert(0, %r); import avx2_path, torch; avx2_path.setup();"
-        "from edgeopt._native import _C;"
-        "r = {k: max(u / s for u, s in (_C.measure_ceiling(k, 0.2, %d) for _ in range(3)))"
-        " for k in ('f32_fma', 's8_madd', 'read')};"
-        "print(json.dumps({'fp32_gmacs': r['f32_fma'] / 2e9, 'int8_gmacs': r['s8_madd'] / 1e9,"
-        " 'read_gbs': r['read'] / 1e9}))" % (str(HERE), threads)
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
 
 
 TARGETS = (
@@ -53,16 +39,16 @@ TARGETS = (
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--m", default=DEFAULT_M)
-    parser.add_argument("--only", default="", help="comma-separated layer names from models/linear_shapes.txt")
+    parser.add_argument("--only", default="", help="comma-separated layer names from shapes/linear_shapes.txt")
     parser.add_argument("--impls", default=",".join(IMPLS))
     parser.add_argument("--threads", type=int, default=2, help="threads for every contender")
     parser.add_argument("--fast", action="store_true", help="pass --fast to pyperf (fewer values)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
-    out = args.out or HERE / "results" / time.strftime("linear-%Y%m%d-%H%M%S")
+    out = args.out or HERE.parent / "results" / time.strftime("linear-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), **avx2_path.ENV_SWITCHES)
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), **isa.ENV_SWITCHES)
     os.environ.update(env)
     impls = args.impls.split(",")
     print(f"results -> {out}", flush=True)

@@ -1,6 +1,6 @@
-"""pyperf benchmark of one Linear implementation over the shapes in models/linear_shapes.txt.
+"""pyperf benchmark of one Linear implementation over the shapes in shapes/linear_shapes.txt.
 
-    python bench/bench_linear.py --impl edgeopt -o edgeopt.json [--m 1,8,64,256,1024] [--only NAME]
+    python bench/kernels/bench_linear.py --impl edgeopt -o edgeopt.json [--m 1,8,64,256,1024] [--only NAME]
 
 Implementations: eager (nn.Linear fp32), compile (torch.compile of it), torch_int8 (PyTorch's dynamic
 int8 Linear, FBGEMM), edgeopt (QuantLinear, dynamic). Run them all and compare with run_linear.py.
@@ -11,16 +11,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import avx2_path  # noqa: E402,F401  (must precede torch: it sets the AVX2-path switches)
-from common import read_layer_shapes, record_metadata, time_forward  # noqa: E402
+from edgeopt.perf import isa  # noqa: E402
+
+isa.steer()  # before torch: the AVX2-path switches (harmless under the avx2only shim)
+from edgeopt.perf.pyperf_runs import read_layer_shapes, record_metadata, time_forward  # noqa: E402
 
 import pyperf  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 IMPLS = ("eager", "compile", "torch_int8", "edgeopt")
-SHAPES_FILE = Path(__file__).resolve().parent / "models" / "linear_shapes.txt"
+SHAPES_FILE = Path(__file__).resolve().parent / "shapes" / "linear_shapes.txt"
 DEFAULT_M = "1,8,64,256,1024"
 
 

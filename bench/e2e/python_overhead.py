@@ -9,7 +9,7 @@ outside edgeopt's kernels: the per-layer overhead (plus the float ops that remai
 Timed as CPU time of one thread (time.thread_time, torch and edgeopt on 1 thread), best of 5 rounds of
 10 calls: the machine this was written on was shared, and CPU time does not count waiting for a core.
 
-    python bench/python_overhead.py [--models resnet18,vgg_audio,mobilenet_v2,resnet50]
+    python bench/e2e/python_overhead.py [--models resnet18,vgg_audio,mobilenet_v2,resnet50]
 """
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import avx2_path  # noqa: E402  (before torch)
+from edgeopt.perf import isa  # noqa: E402
+
+isa.steer()  # before torch: the AVX2-path switches (harmless under the avx2only shim)
 
 import torch  # noqa: E402
 
@@ -47,7 +48,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="resnet18,vgg_audio,mobilenet_v2,resnet50")
     args = ap.parse_args()
-    avx2_path.setup()
+    isa.setup()
     torch.set_num_threads(1)
     print("model          calls/inference  full ms  kernels stubbed ms  outside kernels")
     for name in args.models.split(","):

@@ -1,6 +1,6 @@
 """Interleaved same-process comparison of the low-rank / fp16 contenders (complements run_low_rank.py).
 
-    python bench/compare_low_rank.py [--m 1,64] [--ranks 4] [--rounds 7] [--only bert.mlp.fc1]
+    python bench/kernels/compare_low_rank.py [--m 1,64] [--ranks 4] [--rounds 7] [--only bert.mlp.fc1]
 
 The pyperf run times each implementation in its own processes, minutes apart; on a shared, loaded
 machine that is too long to keep the background constant. Here every contender of one shape runs in
@@ -16,8 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import avx2_path  # noqa: E402  (must precede torch)
+from edgeopt.perf import isa  # noqa: E402
+
+isa.steer()  # before torch: the AVX2-path switches (harmless under the avx2only shim)
 
 import torch  # noqa: E402
 
@@ -46,7 +47,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    meta = avx2_path.setup()
+    meta = isa.setup()
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
     print(f"# Interleaved low-rank comparison ({args.threads} threads; torch {meta['torch_cpu_capability']}, "

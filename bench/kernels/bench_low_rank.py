@@ -1,8 +1,8 @@
 """pyperf benchmark of one Linear implementation for the low-rank / fp16-weight issue.
 
-    python bench/bench_low_rank.py --impl lowrank_fused -o lowrank_fused.json [--m 1] [--ranks 2,4,8]
+    python bench/kernels/bench_low_rank.py --impl lowrank_fused -o lowrank_fused.json [--m 1] [--ranks 2,4,8]
 
-Shapes: models/low_rank_shapes.txt. Ranks are fractions 1/d of min(K, N), one per d in --ranks.
+Shapes: shapes/low_rank_shapes.txt. Ranks are fractions 1/d of min(K, N), one per d in --ranks.
 Implementations (all fp32 activations):
   dense_eager      nn.Linear fp32 (PyTorch)                 -- rank-independent
   dense_f32        edgeopt HalfLinear, fp32 weights          -- dense, same kernels as the low-rank layer
@@ -18,9 +18,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import avx2_path  # noqa: E402,F401  (must precede torch: it sets the AVX2-path switches)
-from common import read_layer_shapes, record_metadata, time_forward  # noqa: E402
+from edgeopt.perf import isa  # noqa: E402
+
+isa.steer()  # before torch: the AVX2-path switches (harmless under the avx2only shim)
+from edgeopt.perf.pyperf_runs import read_layer_shapes, record_metadata, time_forward  # noqa: E402
 
 import pyperf  # noqa: E402
 import torch  # noqa: E402
@@ -29,7 +30,7 @@ from torch import nn  # noqa: E402
 DENSE = ("dense_eager", "dense_f32", "dense_f16")
 LOW_RANK = ("lowrank_fused", "lowrank_unfused", "lowrank_torch", "lowrank_fused_f16")
 IMPLS = DENSE + LOW_RANK
-SHAPES_FILE = Path(__file__).resolve().parent / "models" / "low_rank_shapes.txt"
+SHAPES_FILE = Path(__file__).resolve().parent / "shapes" / "low_rank_shapes.txt"
 DEFAULT_M = "1"
 DEFAULT_RANKS = "2,4,8"
 

@@ -1,7 +1,7 @@
 """Runs the block-sparse benchmark for every implementation and summarises it against the issue-5 targets.
 
-    python bench/run_sparse.py                          # every shape, sparsity 50-95% (tens of minutes)
-    python bench/run_sparse.py --only r18.l3.3x3,bert.mlp.fc1 --sparsity 0.8,0.9 --fast
+    python bench/kernels/run_sparse.py                          # every shape, sparsity 50-95% (tens of minutes)
+    python bench/kernels/run_sparse.py --only r18.l3.3x3,bert.mlp.fc1 --sparsity 0.8,0.9 --fast
 
 Writes one pyperf JSON per implementation plus summary.md into bench/results/sparse-<time>/, with the
 load average before and after (the machine is shared), the measured ceilings, and per shape and
@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import avx2_path  # noqa: E402
+from edgeopt.perf import isa  # noqa: E402
+
+isa.steer()  # before torch: the AVX2-path switches (harmless under the avx2only shim)
 from bench_sparse import DEFAULT_SPARSITY, DENSE, IMPLS, bench_name, read_shapes  # noqa: E402
-from common import compare_table, median_seconds, run_contenders, write_summary  # noqa: E402
-from run_linear import measure_ceilings  # noqa: E402
+from edgeopt.perf.pyperf_runs import ceilings_dict as measure_ceilings, compare_table, median_seconds, run_contenders, write_summary  # noqa: E402
 
 
 def load() -> str:
@@ -40,9 +40,9 @@ def main() -> int:
     p.add_argument("--summarize-only", action="store_true",
                    help="rebuild summary.md from the JSON files already in --out (implementations missing are shown as -)")
     a = p.parse_args()
-    out = a.out or HERE / "results" / time.strftime("sparse-%Y%m%d-%H%M%S")
+    out = a.out or HERE.parent / "results" / time.strftime("sparse-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), **avx2_path.ENV_SWITCHES)
+    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), **isa.ENV_SWITCHES)
     os.environ.update(env)
     impls = a.impls.split(",")
     loads = {"before": load()}

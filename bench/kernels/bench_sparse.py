@@ -1,6 +1,6 @@
-"""pyperf benchmark of one block-sparse-layer implementation over the shapes in models/sparse_shapes.txt.
+"""pyperf benchmark of one block-sparse-layer implementation over the shapes in shapes/sparse_shapes.txt.
 
-    python bench/bench_sparse.py --impl sparse_fp32 -o sparse_fp32.json [--sparsity 0.5,0.7,0.8,0.9,0.95] [--only NAME]
+    python bench/kernels/bench_sparse.py --impl sparse_fp32 -o sparse_fp32.json [--sparsity 0.5,0.7,0.8,0.9,0.95] [--only NAME]
 
 Every contender multiplies the same pruned weight: random 16x4 blocks (16 output x 4 input features)
 zeroed to the exact sparsity, the block the int8 sparse kernel skips (and a multiple of the fp32 16x1
@@ -17,9 +17,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import avx2_path  # noqa: E402,F401  (must precede torch)
-from common import record_metadata  # noqa: E402
+from edgeopt.perf import isa  # noqa: E402
+
+isa.steer()  # before torch: the AVX2-path switches (harmless under the avx2only shim)
+from edgeopt.perf.pyperf_runs import record_metadata  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pyperf  # noqa: E402
@@ -27,7 +28,7 @@ import torch  # noqa: E402
 
 IMPLS = ("dense_fp32", "sparse_fp32", "dense_int8", "sparse_int8", "torch_linear", "torch_csr", "torch_bsr")
 DENSE = ("dense_fp32", "dense_int8", "torch_linear")
-SHAPES_FILE = Path(__file__).resolve().parent / "models" / "sparse_shapes.txt"
+SHAPES_FILE = Path(__file__).resolve().parent / "shapes" / "sparse_shapes.txt"
 DEFAULT_SPARSITY = "0.5,0.7,0.8,0.9,0.95"
 BLOCK = (16, 4)
 

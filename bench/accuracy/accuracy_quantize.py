@@ -1,6 +1,6 @@
 """Accuracy of edgeopt.quantize on real data: fp32 vs int8 top-1 and their agreement, per observer.
 
-    python bench/accuracy_quantize.py [--models ravdess_vgg_audio,cifar10_resnet10_cifar_slim]
+    python bench/accuracy/accuracy_quantize.py [--models ravdess_vgg_audio,cifar10_resnet10_cifar_slim]
                                       [--observers minmax,percentile,mse] [--calib 512] [--out results.json]
 
 Models: the trained reference checkpoints (edgeopt/checkpoints). RAVDESS speech emotion is evaluated on

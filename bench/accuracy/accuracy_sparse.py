@@ -1,6 +1,6 @@
 """RAVDESS accuracy vs block sparsity: the vgg_audio reference pruned with edgeopt.prune and fine-tuned.
 
-    python bench/accuracy_sparse.py --sparsity 0.5,0.7,0.8,0.9,0.95 --epochs 6 --threads 1
+    python bench/accuracy/accuracy_sparse.py --sparsity 0.5,0.7,0.8,0.9,0.95 --epochs 6 --threads 1
 
 For each sparsity: load the dense checkpoint (53.75% on the held-out actors 21-24), prune gradually
 (cubic schedule over the first `--ramp` fraction of the fine-tuning steps, masks kept applied by the
@@ -75,7 +75,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--save-dir", type=Path, default=None, help="save each fine-tuned state_dict here")
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "accuracy_sparse-ravdess.jsonl")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "results" / "accuracy_sparse-ravdess.jsonl")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     block = tuple(int(v) for v in a.block.split(","))

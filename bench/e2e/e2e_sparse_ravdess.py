@@ -1,9 +1,9 @@
 """RAVDESS vgg_audio end to end with the block-sparse kernels: accuracy on the held-out actors and batch-1
 latency, against the dense model (fp32 eager and edgeopt's dense int8).
 
-    python bench/e2e_sparse_ravdess.py CKPT.pt [CKPT.pt ...] [--threads 2] [--rounds 15]
+    python bench/e2e/e2e_sparse_ravdess.py CKPT.pt [CKPT.pt ...] [--threads 2] [--rounds 15]
 
-Each CKPT is a pruned, fine-tuned vgg_audio state_dict (bench/accuracy_sparse.py --save-dir). Every
+Each CKPT is a pruned, fine-tuned vgg_audio state_dict (bench/accuracy/accuracy_sparse.py --save-dir). Every
 model runs on channels_last inputs (the sparse conv's NHWC layout; torch's own conv is as fast there).
 Variants: dense fp32 (torch eager), dense int8 (edgeopt.quantize, static, 64 calibration clips),
 sparse fp32 and sparse int8 (dynamic) = edgeopt.sparsify(fold_bn=True) on the pruned model, which keeps

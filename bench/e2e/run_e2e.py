@@ -1,7 +1,7 @@
 """Runs the end-to-end benchmark: every contender on every model, then the comparison.
 
-    python bench/run_e2e.py                       # all models and contenders (16 min at load 2-4)
-    python bench/run_e2e.py --fast --models vgg_audio,resnet18 --impls eager,torch_int8,ort_int8,edgeopt
+    python bench/e2e/run_e2e.py                       # all models and contenders (16 min at load 2-4)
+    python bench/e2e/run_e2e.py --fast --models vgg_audio,resnet18 --impls eager,torch_int8,ort_int8,edgeopt
 
 For each model: makes the shared inputs and ONNX files once (bench/results/e2e-cache/), builds each
 contender once in its own process to compare its outputs with eager fp32 and to see whether it can run
@@ -22,9 +22,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import avx2_path  # noqa: E402
-from common import compare_table, median_seconds, run_contenders, write_summary  # noqa: E402
+from edgeopt.perf import isa  # noqa: E402
+
+isa.steer()  # before torch: the AVX2-path switches (harmless under the avx2only shim)
+from edgeopt.perf.pyperf_runs import compare_table, median_seconds, run_contenders, write_summary  # noqa: E402
 
 from bench_e2e import IMPLS, INT8_PEERS, MODELS, REUSABLE  # noqa: E402
 
@@ -59,7 +60,7 @@ def isa_of(impl: str, meta: dict) -> str:
     if "contender_isa" in meta:
         return meta["contender_isa"]
     if impl == "edgeopt":
-        return f"edgeopt {meta.get('edgeopt_isa', '?')} (CPU reports AVX-512: {meta.get('cpu_reports_avx512', '?')})"
+        return f"edgeopt {meta.get('edgeopt_isa', '?')} (CPUID in the process: {meta.get('cpuid_in_process', '?')})"
     path = f"torch {meta.get('torch_cpu_capability', '?')}, {meta.get('avx2_method', '?')}"
     if impl == "torch_int8":
         path += f", FBGEMM/oneDNN capped at AVX2 ({meta.get('cpuinfo_mask', '?')})"
@@ -178,9 +179,9 @@ def main() -> int:
         if unknown:
             parser.error(f"unknown {name}(s) {unknown}; choose from {','.join(known)}")
 
-    out = args.out or HERE / "results" / f"e2e-{args.tag or time.strftime('%Y%m%d-%H%M%S')}"
+    out = args.out or HERE.parent / "results" / f"e2e-{args.tag or time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), **avx2_path.ENV_SWITCHES)
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), **isa.ENV_SWITCHES)
     os.environ.update(env)
     print(f"results -> {out}; {len(models)} models x {len(impls)} contenders, {args.threads} threads, "
           f"load average {load()}", flush=True)
@@ -229,14 +230,13 @@ def main() -> int:
     lines += ["", "## Code path each contender reported", ""]
     seen = {}
     for model, r in results.items():
-        for impl, isa in r["isa"].items():
-            seen.setdefault((impl, isa), []).append(model)
-    for (impl, isa), ms in seen.items():
-        lines.append(f"- {impl} ({', '.join(ms)}): {isa}")
-    lines += ["", "ONNX Runtime cannot be steered off AVX-512 / AVX-512 VNNI on this machine (MLAS has no switch and "
-              "CPUID faulting is unavailable), so its figures are on a wider ISA than the AVX2 laptop has: the "
-              "comparison is unfavourable to edgeopt. OpenVINO's oneDNN kernels honour ONEDNN_MAX_CPU_ISA=AVX2; the "
-              "nodes it still runs on AVX-512 are listed above."]
+        for impl, path in r["isa"].items():
+            seen.setdefault((impl, path), []).append(model)
+    for (impl, path), ms in seen.items():
+        lines.append(f"- {impl} ({', '.join(ms)}): {path}")
+    lines += ["", f"AVX2 path: {isa.mechanism()}. ONNX Runtime's MLAS dispatches on CPUID alone (no switch): it is on "
+              "AVX2 only under the avx2only shim, and its line above says what CPUID reported in its process. "
+              "OpenVINO's kernels are read off its compiled graph; nodes it still ran on AVX-512 are listed there."]
     skipped = {(impl, why) for r in results.values() for impl, why in r["skipped"].items()}
     failed = {(impl, model, why) for model, r in results.items() for impl, why in r["failed"].items()}
     if skipped or failed:

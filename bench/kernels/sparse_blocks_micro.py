@@ -1,6 +1,6 @@
 """Quick block-shape microbenchmark for the block-sparse kernels (not the pyperf benchmark).
 
-    python bench/sparse_blocks_micro.py [--threads 1]
+    python bench/kernels/sparse_blocks_micro.py [--threads 1]
 
 Times sp_linear / sp_qlinear with 8- and 16-column blocks against the dense fw_linear / qlinear of the
 same dtype, interleaved in one process (min of several repeats), at several densities.

@@ -1,6 +1,6 @@
 """Thread-pool behaviour: quiet vs one core busy, and torch + edgeopt layers mixed in one model.
 
-    python bench/run_threads.py
+    python bench/threads/run_threads.py
 
 Runs bench_model.py for each implementation twice -- on a quiet machine, then with an unrelated process
 spinning on one core (started before, stopped after) -- and prints loaded/quiet latency ratios (target for
@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import avx2_path  # noqa: E402
-from common import median_seconds, write_summary  # noqa: E402
+from edgeopt.perf import isa  # noqa: E402
+
+isa.steer()  # before torch: the AVX2-path switches (harmless under the avx2only shim)
+from edgeopt.perf.pyperf_runs import median_seconds, write_summary  # noqa: E402
 
 from bench_model import IMPLS  # noqa: E402
 
@@ -31,7 +32,7 @@ def run_all(out: Path, tag: str, env: dict, impls: list[str]) -> dict[str, dict[
         print(f"  {tag}: {impl}", flush=True)
         path.unlink(missing_ok=True)  # pyperf refuses to overwrite; a rerun replaces
         subprocess.run([sys.executable, str(HERE / "bench_model.py"), "--impl", impl, "-o", str(path), "--quiet",
-                        "--inherit-environ", ",".join(avx2_path.INHERIT)], check=True, env=env)
+                        "--inherit-environ", ",".join(isa.INHERIT)], check=True, env=env)
         result[impl] = median_seconds(path)
     return result
 
@@ -42,9 +43,9 @@ def main() -> int:
     parser.add_argument("--impls", default=",".join(IMPLS))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    out = args.out or HERE / "results" / time.strftime("threads-%Y%m%d-%H%M%S")
+    out = args.out or HERE.parent / "results" / time.strftime("threads-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), **avx2_path.ENV_SWITCHES)
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), **isa.ENV_SWITCHES)
     impls = args.impls.split(",")
     print(f"results -> {out}\nquiet machine", flush=True)
     quiet = run_all(out, "quiet", env, impls)

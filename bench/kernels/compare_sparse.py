@@ -1,6 +1,6 @@
 """Interleaved, same-process comparison of the block-sparse kernels with edgeopt's dense kernels.
 
-    python bench/compare_sparse.py [--only r18.l3.3x3,...] [--sparsity 0.5,0.8,0.9] [--threads 2] [--rounds 7]
+    python bench/kernels/compare_sparse.py [--only r18.l3.3x3,...] [--sparsity 0.5,0.8,0.9] [--threads 2] [--rounds 7]
 
 The pyperf benchmark (run_sparse.py) runs each implementation in its own processes one after another,
 so on a shared machine a load change between two implementations' runs lands in their ratio. Here the
@@ -18,8 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import avx2_path  # noqa: E402,F401
+from edgeopt.perf import isa  # noqa: E402
+
+isa.steer()  # before torch: the AVX2-path switches (harmless under the avx2only shim)
 
 import torch  # noqa: E402
 

@@ -1,6 +1,6 @@
 """What the saturation scheme costs: SQNR of int8 Linear layers under three quantization schemes.
 
-    python bench/accuracy_linear.py
+    python bench/accuracy/accuracy_linear.py
 
   w7a8  edgeopt: weights in [-63, 63] per channel, activations full uint8 (exact with vpmaddubsw)
   w8a7  PyTorch/FBGEMM on AVX2 (reduce_range): weights [-127, 127], activations 7-bit [0, 127]
@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 SCHEMES = {"w7a8 (edgeopt)": (63, 255), "w8a7 (PyTorch reduce_range)": (127, 127), "w8a8 (full)": (127, 255)}
 
 

@@ -1,6 +1,6 @@
 """pyperf benchmark of whole Linear-heavy models at batch 1, for one implementation.
 
-    python bench/bench_model.py --impl edgeopt -o edgeopt.json
+    python bench/threads/bench_model.py --impl edgeopt -o edgeopt.json
 
 Models: mlp (1024-4096-4096-1024, batch 1, the MLP of MEASURING.md), block (a ViT-Tiny encoder block,
 197 tokens x 192), and -- for --impl edgeopt only -- mixed (fp32 nn.Linear and QuantLinear layers
@@ -12,10 +12,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import avx2_path  # noqa: E402,F401  (must precede torch: it sets the AVX2-path switches)
+from edgeopt.perf import isa  # noqa: E402
+
+isa.steer()  # before torch: the AVX2-path switches (harmless under the avx2only shim)
 import edgeopt  # noqa: E402,F401  (before torch, as users should: it tunes torch's OpenMP spin, see README)
-from common import record_metadata, time_forward  # noqa: E402
+from edgeopt.perf.pyperf_runs import record_metadata, time_forward  # noqa: E402
 
 import pyperf  # noqa: E402
 import torch  # noqa: E402

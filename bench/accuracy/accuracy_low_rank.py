@@ -1,6 +1,6 @@
 """Accuracy of low-rank factorization and fp16 weights on real data (RAVDESS speech-emotion VGG CNN).
 
-    python bench/accuracy_low_rank.py [--fractions 0.5,0.25] [--epochs 3] [--out results.json]
+    python bench/accuracy/accuracy_low_rank.py [--fractions 0.5,0.25] [--epochs 3] [--out results.json]
 
 1. fp16 weights: every nn.Linear becomes HalfLinear (fp16); test accuracy and the max logit difference
    (the CNN's Linear layer is only its classifier head: convs have no fp16 path yet).
@@ -18,8 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import avx2_path  # noqa: E402,F401  (must precede torch)
+from edgeopt.perf import isa  # noqa: E402
+
+isa.steer()  # before torch: the AVX2-path switches (harmless under the avx2only shim)
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -64,7 +65,7 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    meta = avx2_path.setup()
+    meta = isa.setup()
 
     import edgeopt.low_rank
     from edgeopt.models import count_macs, load_pretrained
@@ -102,7 +103,7 @@ def main() -> int:
     result["low_rank"] = []
     for fraction in (float(f) for f in args.fractions.split(",")):
         model = copy.deepcopy(base)
-        # Linear layers stay dense here (the only one is the 8-class head); bench/finetune_low_rank.py also
+        # Linear layers stay dense here (the only one is the 8-class head); bench/accuracy/finetune_low_rank.py also
         # fine-tunes low-rank Linear layers (trainable LowRankLinear) on a transformer.
         linears = [name for name, m in model.named_modules() if type(m) is nn.Linear]
         model, report = edgeopt.low_rank(model, rank=fraction, conv="tucker2", example_input=torch.zeros(1, *shape),

@@ -2,12 +2,12 @@
 channels_last? Batch-1 latency of edgeopt.quantize'd models under each hand-off, measured in alternating
 rounds so that load from other processes falls on every variant alike.
 
-    python bench/time_quantize_layout.py [--models resnet18,vgg_audio,mobilenet_v2] [--threads 2] [--rounds 15]
+    python bench/e2e/time_quantize_layout.py [--models resnet18,vgg_audio,mobilenet_v2] [--threads 2] [--rounds 15]
 
 Variants: NCHW or channels_last (NHWC) between layers, float32 or uint8 where a conv feeds only quantized
 convs (directly or through max-pools), with or without the residual add (and the ReLU after it) fused
 into the conv's epilogue. The int8 variants' outputs are compared (identical up to float rounding).
-Speed only (random weights and calibration data); accuracy is bench/accuracy_quantize.py's job.
+Speed only (random weights and calibration data); accuracy is bench/accuracy/accuracy_quantize.py's job.
 """
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import avx2_path  # noqa: E402,F401  (must precede torch)
+from edgeopt.perf import isa  # noqa: E402
+
+isa.steer()  # before torch: the AVX2-path switches (harmless under the avx2only shim)
 
 import torch  # noqa: E402
 
@@ -54,7 +55,7 @@ def main() -> int:
     if clock_name == "thread" and args.threads != 1:
         parser.error("--clock thread measures one thread's CPU time: use --threads 1")
     clock = time.thread_time if clock_name == "thread" else time.perf_counter
-    meta = avx2_path.setup()
+    meta = isa.setup()
     import edgeopt
     import edgeopt.quantize as quantize_module
     from edgeopt.models import get_model

@@ -1,7 +1,7 @@
 """Runs the low-rank / fp16-weight benchmark for every implementation and checks the issue's targets.
 
-    python bench/run_low_rank.py --fast                        # M=1, ranks 1/2, 1/4, 1/8, every shape
-    python bench/run_low_rank.py --m 1,64 --only bert.mlp.fc1 --impls dense_eager,lowrank_fused
+    python bench/kernels/run_low_rank.py --fast                        # M=1, ranks 1/2, 1/4, 1/8, every shape
+    python bench/kernels/run_low_rank.py --m 1,64 --only bert.mlp.fc1 --impls dense_eager,lowrank_fused
 
 Writes one pyperf JSON per implementation, ceilings.json and summary.md into
 bench/results/low_rank-<time>/, prints `pyperf compare_to --table` and the summary: per layer and rank,
@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import avx2_path  # noqa: E402
-from common import compare_table, median_seconds, run_contenders, write_summary  # noqa: E402
+from edgeopt.perf import isa  # noqa: E402
+
+isa.steer()  # before torch: the AVX2-path switches (harmless under the avx2only shim)
+from edgeopt.perf.pyperf_runs import ceilings_dict as measure_ceilings, compare_table, median_seconds, run_contenders, write_summary  # noqa: E402
 
 from bench_low_rank import DEFAULT_M, DEFAULT_RANKS, IMPLS, bench_name, rank_of, read_shapes  # noqa: E402
-from run_linear import measure_ceilings  # noqa: E402
 
 
 def ratio(a, b):
@@ -40,16 +40,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--m", default=DEFAULT_M)
     parser.add_argument("--ranks", default=DEFAULT_RANKS)
-    parser.add_argument("--only", default="", help="comma-separated layer names from models/low_rank_shapes.txt")
+    parser.add_argument("--only", default="", help="comma-separated layer names from shapes/low_rank_shapes.txt")
     parser.add_argument("--impls", default=",".join(IMPLS))
     parser.add_argument("--threads", type=int, default=2, help="threads for every contender")
     parser.add_argument("--fast", action="store_true", help="pass --fast to pyperf (fewer values)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
-    out = args.out or HERE / "results" / time.strftime("low_rank-%Y%m%d-%H%M%S")
+    out = args.out or HERE.parent / "results" / time.strftime("low_rank-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), **avx2_path.ENV_SWITCHES)
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), **isa.ENV_SWITCHES)
     os.environ.update(env)
     impls = args.impls.split(",")
     print(f"results -> {out}", flush=True)

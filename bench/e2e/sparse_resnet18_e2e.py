@@ -2,14 +2,14 @@
 end-to-end figure), in one process.
 
 The model and inputs are the end-to-end benchmark's (bench_e2e.load_model / inputs: random init with
-BatchNorm statistics from data, cached), so the peers' figures in the same run of bench/run_e2e.py are the
+BatchNorm statistics from data, cached), so the peers' figures in the same run of bench/e2e/run_e2e.py are the
 comparison for "best dense int8 peer". Pruning: edgeopt.prune to 80% in 16x4 blocks (global magnitude,
 no fine-tuning: this is a speed figure; accuracy vs sparsity is measured on RAVDESS). Conversion:
 edgeopt.sparsify(dtype="int8", static, BatchNorm folded), which keeps a layer dense unless its sparse
 module measured faster. Timed as in bench/NOTES.md for in-process comparisons: alternating blocks of
 calls, median of block medians.
 
-    python bench/sparse_resnet18_e2e.py [--sparsity 0.8] [--rounds 7]
+    python bench/e2e/sparse_resnet18_e2e.py [--sparsity 0.8] [--rounds 7]
 """
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import avx2_path  # noqa: E402  (before torch)
+from edgeopt.perf import isa  # noqa: E402
+
+isa.steer()  # before torch: the AVX2-path switches (harmless under the avx2only shim)
 
 import torch  # noqa: E402
 
@@ -47,7 +48,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--calls", type=int, default=10)
     args = ap.parse_args()
-    meta = avx2_path.setup()
+    meta = isa.setup()
     torch.set_num_threads(2)
     model, how = load_model("resnet18")
     data = inputs("resnet18")
