@@ -17,6 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.register(sub)
     demo_cli.register(sub)
     profile.register(sub)
+    from edgeopt.study import cli as study_cli
+
+    study_cli.register(sub)
     try:
         from edgeopt.training import cli as training_cli
     except ImportError:  # the training area is optional until it lands

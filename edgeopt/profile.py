@@ -572,14 +572,22 @@ def run_cli(args) -> int:
         1, *subject.input_shape, generator=torch.Generator().manual_seed(4321))
     optimized, labels, notes = None, ("fp32", "optimized"), []
     calib = None
+    if args.optimized or args.peer:
+        calib, source = subjects.calibration(subject) if subject.task else (
+            [torch.randn(4, *subject.input_shape, generator=torch.Generator().manual_seed(1234)) for _ in range(8)],
+            "deterministic random-normal (seed 1234), 8x4")
     if args.optimized:
         recipe = recipes.get_recipe(args.optimized)
-        calib, source = (subjects.calibration(subject) if subject.task or subject.name in subjects.SUBJECTS else
-                         ([torch.randn(4, *subject.input_shape, generator=torch.Generator().manual_seed(1234))
-                           for _ in range(8)], "random normal"))
-        ctx = recipes.Context(subject, calib, x, threads=args.threads or 2)
+        if args.optimized not in recipes.PROFILE_RECIPES:
+            raise ValueError(f"edgeopt profile: --optimized takes one of {', '.join(recipes.PROFILE_RECIPES)} "
+                             f"(recipes whose result is a module the profiler can trace), got {args.optimized!r}")
+        from edgeopt.models import cache_dir
+
+        ctx = recipes.Context(subject, model, calib, x, threads=args.threads or 2,
+                              folder=cache_dir() / "study" / "full" / subject.name,
+                              log=lambda m: print(m, file=sys.stderr))
         print(f"building the {recipe.label} twin (calibration: {source})", file=sys.stderr)
-        optimized = recipe.build(model, ctx)
+        optimized = recipes.build(recipe, ctx)
         notes = ctx.notes
         labels = ("fp32", recipe.name)
     peer_files = None
@@ -627,7 +635,8 @@ def register(subparsers) -> None:
                    help="a study model (ravdess, fsdd, cifar10, mnist_vit, resnet18, mobilenet_v2, resnet50), a "
                         "reference checkpoint name, a checkpoint file, or a registry model (with --input-shape)")
     p.add_argument("--optimized", metavar="RECIPE", default=None,
-                   help="also profile the optimized twin, layer matched to layer (int8, fp16)")
+                   help="also profile the optimized twin, layer matched to layer: int8, fp16, prune80_int8, "
+                        "student_int8, ... (fine-tuned twins are the study's, trained once and cached)")
     p.add_argument("--threads", type=int, default=2, help="threads for torch and edgeopt (default 2)")
     p.add_argument("--input-shape", default=None, help="one sample's shape, e.g. 3,224,224")
     p.add_argument("--peer", choices=["openvino"], default=None,

@@ -208,6 +208,7 @@ class OpenVinoRunner:
     compiled: object
     request: object
     profiling: bool
+    path: Path | None = None
     meta: dict = field(default_factory=dict)
     _samples: dict = field(default_factory=dict)
 
@@ -247,7 +248,7 @@ def openvino_model(path: Path, threads: int, profiling: bool = False) -> OpenVin
     compiled = ov.Core().compile_model(str(path), "CPU", config)
     _KEEP_ALIVE.append(compiled)
     meta = {"ov_version": ov.get_version(), "contender_isa": isa.openvino_path(compiled)}
-    return OpenVinoRunner(compiled, compiled.create_infer_request(), profiling, meta)
+    return OpenVinoRunner(compiled, compiled.create_infer_request(), profiling, Path(path), meta)
 
 
 # --------------------------------------------------------------------------------------------- PyTorch
