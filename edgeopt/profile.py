@@ -592,7 +592,9 @@ def run_cli(args) -> int:
         labels = ("fp32", recipe.name)
     peer_files = None
     if args.peer == "openvino":
-        folder = Path(args.out or ".edgeopt-profile") / "onnx"
+        from edgeopt.models import cache_dir
+
+        folder = cache_dir() / "profile" / "onnx"
         try:
             fp32_file = peers.export_fp32(model, (1, *subject.input_shape), folder, subject.name)
             int8_file = (peers.export_qdq(model, (1, *subject.input_shape), calib, folder, subject.name)

@@ -21,6 +21,7 @@ using namespace edgeopt::bind;
 
 void register_float_linear(py::module_& m);  // bindings/float_linear.cc (fp16 weights, low rank)
 void register_qconv(py::module_& m);         // bindings/qconv.cc (int8 convolution)
+void register_pool(py::module_& m);          // bindings/pool.cc (NHWC max and global average pooling)
 void register_sparse(py::module_& m);        // bindings/sparse.cc (block-sparse layers)
 
 namespace {
@@ -159,5 +160,6 @@ PYBIND11_MODULE(_C, m) {
         "(int32 = exact integer result). Returns the input (scale, zero_point) used.");
   register_float_linear(m);
   register_qconv(m);
+  register_pool(m);
   register_sparse(m);
 }

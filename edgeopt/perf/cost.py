@@ -1,8 +1,8 @@
 """What a layer costs: multiply-accumulates, bytes moved, and which compute ceiling applies.
 
 One counter for every place that needs MACs (model cost figures, the profiler, the benchmarks, the passes):
-convolutions, linear layers (torch's and edgeopt's int8 / sparse / low-rank / fp16 modules), matmuls and
-scaled-dot-product attention. Element-wise work (BatchNorm, activations, pooling, adds) counts no MACs, as in
+convolutions and linear layers (torch's and edgeopt's int8 / sparse / low-rank / fp16 modules, counted by
+edgeopt.passes.macs, the passes' own counter), matmuls and scaled-dot-product attention. Element-wise work (BatchNorm, activations, pooling, adds) counts no MACs, as in
 the usual published figures (ResNet-18: 1.82 G); it counts bytes.
 
 Bytes moved = the layer's tensor inputs + its output + its weights (parameters and buffers, packed weights
@@ -70,12 +70,10 @@ def _is_view_of(out: torch.Tensor, inputs: list[torch.Tensor]) -> bool:
 
 
 def weight_bytes(module: nn.Module) -> int:
-    seen, total = set(), 0
-    for t in list(module.parameters()) + list(module.buffers()):
-        if id(t) not in seen:
-            seen.add(id(t))
-            total += t.numel() * t.element_size()
-    return total
+    """Bytes of a layer's weights as stored (the passes' count: BatchNorm running statistics excluded)."""
+    from edgeopt.passes.macs import weight_bytes as stored
+
+    return stored(module)
 
 
 def _is_int8(module: nn.Module) -> bool:
@@ -90,38 +88,20 @@ def _is_int8(module: nn.Module) -> bool:
     return False
 
 
-def _density(module: nn.Module) -> float:
-    """Fraction of the dense weight a block-sparse layer stores (its work scales with it)."""
-    try:
-        return float(module.density)
-    except (RuntimeError, ValueError):  # not packed yet
-        return 1.0
-
-
 def module_macs(module: nn.Module, inputs, output) -> int:
-    """MACs one call of `module` did, from its own arithmetic (0 for element-wise and container modules)."""
-    from edgeopt import nn as eo
+    """MACs one call of `module` did, from its own arithmetic (0 for element-wise and container modules).
+    Layers are counted by the passes' counter (edgeopt.passes.macs: the products each kernel performs, a
+    block-sparse layer's stored blocks, a low-rank layer's factors); attention's two matmuls here."""
     from edgeopt.models.vit import Attention  # here: edgeopt.models imports this module
+    from edgeopt.passes.macs import call_macs
 
-    out = output if isinstance(output, torch.Tensor) else None
-    if out is None:
+    if not isinstance(output, torch.Tensor):
         return 0
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return out.numel() * module.weight[0].numel()  # (in_channels / groups) * prod(kernel_size)
-    if isinstance(module, (eo.QuantConv2d, eo.SparseConv2d)):
-        groups = getattr(module, "groups", 1)
-        dense = out.numel() * (module.in_channels // groups) * module.kernel_size[0] * module.kernel_size[1]
-        return round(dense * _density(module)) if isinstance(module, eo.SparseConv2d) else dense
-    if isinstance(module, eo.LowRankLinear):
-        return out.numel() // module.out_features * module.macs_per_row()
-    if isinstance(module, eo.SparseLinear):
-        return round(out.numel() * module.in_features * _density(module))
-    if isinstance(module, (nn.Linear, eo.QuantLinear, eo.HalfLinear)):
-        return out.numel() * module.in_features
     if isinstance(module, Attention):
         b, n, c = inputs[0].shape
         return 2 * b * n * n * c  # q @ k^T and attn @ v over all heads
-    return 0
+    x = next((t for t in tensors(inputs)), None)
+    return call_macs(module, x, output) if x is not None else 0
 
 
 def _written(out: list[torch.Tensor], ins: list[torch.Tensor], inplace: bool) -> int:
