@@ -3,6 +3,7 @@
 // fits 16 bits unsigned). The sums come out in the depthwise kernel's lane order (ukernels/qdwconv.h),
 // which the u8 result packs back to byte order without a permute; f32 results are unpacked to channel
 // order first. A channel tail narrower than 32 goes through a zero-filled row copy.
+// float32 input: 8 channels per vector, each lane summing its channel in pixel order.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -89,6 +90,27 @@ void eo_u8_gavgpool__avx2(size_t pixels, size_t channels, size_t stride, const u
   for (; c + 32 <= channels; c += 32) store_block(sum32<false>(pixels, stride, x + c, 32), p, 32, static_cast<char*>(out) + c * elem);
   if (c < channels)
     store_block(sum32<true>(pixels, stride, x + c, channels - c), p, channels - c, static_cast<char*>(out) + c * elem);
+}
+
+void eo_f32_gavgpool__avx2(size_t pixels, size_t channels, size_t stride, const float* x, float* out) {
+  const __m256 n = _mm256_set1_ps(float(pixels));
+  size_t c = 0;
+  for (; c + 8 <= channels; c += 8) {  // each lane adds its channel in pixel order, as the scalar twin does
+    __m256 s = _mm256_setzero_ps();
+    for (size_t p = 0; p < pixels; ++p) s = _mm256_add_ps(s, _mm256_loadu_ps(x + p * stride + c));
+    _mm256_storeu_ps(out + c, _mm256_div_ps(s, n));
+  }
+  if (c < channels) {
+    const size_t m = channels - c;
+    alignas(32) float buf[8] = {};
+    __m256 s = _mm256_setzero_ps();
+    for (size_t p = 0; p < pixels; ++p) {
+      std::memcpy(buf, x + p * stride + c, m * sizeof(float));
+      s = _mm256_add_ps(s, _mm256_load_ps(buf));
+    }
+    _mm256_store_ps(buf, _mm256_div_ps(s, n));
+    std::memcpy(out + c, buf, m * sizeof(float));
+  }
 }
 
 }  // namespace edgeopt
