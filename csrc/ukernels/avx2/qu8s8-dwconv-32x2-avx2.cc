@@ -34,10 +34,13 @@ struct Acc16 {
 // acc += the products of one 32-channel block over all taps; offset: this pixel's byte offset (pixel *
 // pixel_step + first channel of the block) from each tap pointer.
 // valid < 32: only that many channels exist, copied into zero-filled rows first.
-template <bool kTail>
+// kTaps > 0: taps_padded as a constant (3x3 filters: the loop unrolls; 11% fewer instructions on
+// MobileNetV2's 3x3 layers, none on 5x5, where the loop overhead is already small against 13 tap pairs).
+template <bool kTail, size_t kTaps = 0>
 __attribute__((always_inline)) inline void dot32(Acc32& a, const uint8_t* const* taps, size_t taps_padded,
                                                  size_t offset, size_t valid, const int16_t* w) {
   const __m256i low_bytes = _mm256_set1_epi16(0x00FF);
+  if (kTaps > 0) taps_padded = kTaps;
   for (size_t t = 0; t < taps_padded; t += 2) {
     __m256i x0, x1;
     if (kTail) {
@@ -56,6 +59,9 @@ __attribute__((always_inline)) inline void dot32(Acc32& a, const uint8_t* const*
     a.v1 = _mm256_add_epi32(a.v1, _mm256_madd_epi16(_mm256_unpackhi_epi16(e0, e1), _mm256_loadu_si256((const __m256i*)(w + 16))));
     a.v2 = _mm256_add_epi32(a.v2, _mm256_madd_epi16(_mm256_unpacklo_epi16(o0, o1), _mm256_loadu_si256((const __m256i*)(w + 32))));
     a.v3 = _mm256_add_epi32(a.v3, _mm256_madd_epi16(_mm256_unpackhi_epi16(o0, o1), _mm256_loadu_si256((const __m256i*)(w + 48))));
+    // keep one accumulation chain per vector: unrolled, GCC would otherwise sum the products as a tree and
+    // spill them (measured: stack stores and reloads in the 3x3 loop)
+    __asm__("" : "+x"(a.v0), "+x"(a.v1), "+x"(a.v2), "+x"(a.v3));
     w += 64;
   }
 }
@@ -173,7 +179,7 @@ namespace {
 
 // One pixel's channels [c, c + n) of the block starting at c: 32-wide (kWide) or 16-wide, kTail when the
 // rows hold fewer channels than the width.
-template <bool kWide, bool kTail>
+template <bool kWide, bool kTail, size_t kTaps = 0>
 __attribute__((always_inline)) inline void pixel_block(const uint8_t* const* taps, size_t taps_padded, size_t offset,
                                                        const int16_t* wb, const QDwEpilogue& ep,
                                                        const QGemmEpilogue& ep0, const U8Consts& k, bool fast_u8,
@@ -182,7 +188,7 @@ __attribute__((always_inline)) inline void pixel_block(const uint8_t* const* tap
   if (kWide) {
     Acc32 a{_mm256_loadu_si256((const __m256i*)init), _mm256_loadu_si256((const __m256i*)(init + 8)),
                    _mm256_loadu_si256((const __m256i*)(init + 16)), _mm256_loadu_si256((const __m256i*)(init + 24))};
-    dot32<kTail>(a, taps, taps_padded, offset, n, wb);
+    dot32<kTail, kTaps>(a, taps, taps_padded, offset, n, wb);
     if (fast_u8) {
       store_u8(a, ep, k, c, n, reinterpret_cast<uint8_t*>(oc));
     } else {
@@ -202,9 +208,12 @@ __attribute__((always_inline)) inline void pixel_block(const uint8_t* const* tap
 
 }  // namespace
 
-void eo_qu8s8_dwconv_minmax_ukernel_32x2__avx2(size_t pixels, size_t channel0, size_t channels, size_t taps_padded,
-                                               const uint8_t* const* taps, size_t pixel_step, const int16_t* w,
-                                               const QDwEpilogue& ep, void* out, size_t out_stride) {
+namespace {
+
+template <size_t kTaps>
+void dwconv(size_t pixels, size_t channel0, size_t channels, size_t taps_padded, const uint8_t* const* taps,
+            size_t pixel_step, const int16_t* w, const QDwEpilogue& ep, void* out, size_t out_stride) {
+  if (kTaps > 0) taps_padded = kTaps;
   const bool fast_u8 = ep.gemm.out_kind == OutKind::kU8 && ep.gemm.residual == nullptr;
   const size_t elem = ep.gemm.out_kind == OutKind::kU8 ? 1 : 4;
   QGemmEpilogue ep0 = ep.gemm;
@@ -221,7 +230,7 @@ void eo_qu8s8_dwconv_minmax_ukernel_32x2__avx2(size_t pixels, size_t channel0, s
       const size_t offset = p * pixel_step + c;
       char* oc = o + (p * out_stride + c) * elem;
       if (n == 32) {
-        pixel_block<true, false>(taps, taps_padded, offset, wb, ep, ep0, k, fast_u8, c, n, oc, elem);
+        pixel_block<true, false, kTaps>(taps, taps_padded, offset, wb, ep, ep0, k, fast_u8, c, n, oc, elem);
       } else if (n == 16) {
         pixel_block<false, false>(taps, taps_padded, offset, wb, ep, ep0, k, fast_u8, c, n, oc, elem);
       } else if (n < 16) {
@@ -230,6 +239,18 @@ void eo_qu8s8_dwconv_minmax_ukernel_32x2__avx2(size_t pixels, size_t channel0, s
         pixel_block<true, true>(taps, taps_padded, offset, wb, ep, ep0, k, fast_u8, c, n, oc, elem);
       }
     }
+  }
+}
+
+}  // namespace
+
+void eo_qu8s8_dwconv_minmax_ukernel_32x2__avx2(size_t pixels, size_t channel0, size_t channels, size_t taps_padded,
+                                               const uint8_t* const* taps, size_t pixel_step, const int16_t* w,
+                                               const QDwEpilogue& ep, void* out, size_t out_stride) {
+  if (taps_padded == 10) {
+    dwconv<10>(pixels, channel0, channels, taps_padded, taps, pixel_step, w, ep, out, out_stride);
+  } else {
+    dwconv<0>(pixels, channel0, channels, taps_padded, taps, pixel_step, w, ep, out, out_stride);
   }
 }
 
