@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "ukernels/avx2/lane-order-avx2.h"
 #include "ukernels/gavgpool.h"
 
 namespace edgeopt {
@@ -54,13 +55,12 @@ void store_block(const Sums& s, const GAvgPoolParams& p, size_t n, void* out) {
   const __m256i zps = _mm256_set1_epi32(p.zero_point_sum);
   const __m256 scale = _mm256_set1_ps(p.scale);
   if (p.out_kind == OutKind::kF32) {
-    const __m256i lo02 = _mm256_unpacklo_epi32(s.v0, s.v2), hi02 = _mm256_unpackhi_epi32(s.v0, s.v2);
-    const __m256i lo13 = _mm256_unpacklo_epi32(s.v1, s.v3), hi13 = _mm256_unpackhi_epi32(s.v1, s.v3);
+    const ChannelOrder ch = lane_order_to_channels(s.v0, s.v1, s.v2, s.v3);
     alignas(32) float tmp[32];
-    _mm256_store_ps(tmp, mean(_mm256_permute2x128_si256(lo02, hi02, 0x20), zps, scale));       // 0-7
-    _mm256_store_ps(tmp + 8, mean(_mm256_permute2x128_si256(lo13, hi13, 0x20), zps, scale));   // 8-15
-    _mm256_store_ps(tmp + 16, mean(_mm256_permute2x128_si256(lo02, hi02, 0x31), zps, scale));  // 16-23
-    _mm256_store_ps(tmp + 24, mean(_mm256_permute2x128_si256(lo13, hi13, 0x31), zps, scale));  // 24-31
+    _mm256_store_ps(tmp, mean(ch.c0, zps, scale));
+    _mm256_store_ps(tmp + 8, mean(ch.c8, zps, scale));
+    _mm256_store_ps(tmp + 16, mean(ch.c16, zps, scale));
+    _mm256_store_ps(tmp + 24, mean(ch.c24, zps, scale));
     std::memcpy(out, tmp, n * sizeof(float));
     return;
   }
@@ -68,17 +68,9 @@ void store_block(const Sums& s, const GAvgPoolParams& p, size_t n, void* out) {
   auto quantize = [&](__m256i v) {
     return _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(mean(v, zps, scale), lo), hi));
   };
-  const __m256i zp16 = _mm256_set1_epi16(int16_t(p.out_zero_point));
-  const __m256i even = _mm256_add_epi16(_mm256_packs_epi32(quantize(s.v0), quantize(s.v1)), zp16);
-  const __m256i odd = _mm256_add_epi16(_mm256_packs_epi32(quantize(s.v2), quantize(s.v3)), zp16);
-  const __m256i bytes = _mm256_or_si256(even, _mm256_slli_epi16(odd, 8));
-  if (n == 32) {
-    _mm256_storeu_si256((__m256i*)out, bytes);
-  } else {
-    alignas(32) uint8_t tmp[32];
-    _mm256_store_si256((__m256i*)tmp, bytes);
-    std::memcpy(out, tmp, n);
-  }
+  store_bytes(static_cast<uint8_t*>(out), lane_order_to_bytes(quantize(s.v0), quantize(s.v1), quantize(s.v2),
+                                                              quantize(s.v3), _mm256_set1_epi16(int16_t(p.out_zero_point))),
+              n);
 }
 
 }  // namespace

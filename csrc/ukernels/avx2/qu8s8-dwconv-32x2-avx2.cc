@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "ukernels/avx2/lane-order-avx2.h"
 #include "ukernels/avx2/qgemm-epilogue-avx2.h"
 #include "ukernels/qdwconv.h"
 
@@ -119,17 +120,7 @@ __attribute__((always_inline)) inline void store_u8(const Acc32& a, const QDwEpi
   const __m256i q1 = requantize(a.v1, _mm256_loadu_ps(s + 8), _mm256_loadu_ps(b + 8), k);
   const __m256i q2 = requantize(a.v2, _mm256_loadu_ps(s + 16), _mm256_loadu_ps(b + 16), k);
   const __m256i q3 = requantize(a.v3, _mm256_loadu_ps(s + 24), _mm256_loadu_ps(b + 24), k);
-  // 16-bit lane i: channel 2i (even) and 2i + 1 (odd), each in [0, 255] once the zero point is added
-  const __m256i even = _mm256_add_epi16(_mm256_packs_epi32(q0, q1), k.zero_point16);
-  const __m256i odd = _mm256_add_epi16(_mm256_packs_epi32(q2, q3), k.zero_point16);
-  const __m256i bytes = _mm256_or_si256(even, _mm256_slli_epi16(odd, 8));
-  if (n == 32) {
-    _mm256_storeu_si256((__m256i*)o, bytes);
-  } else {
-    alignas(32) uint8_t tmp[32];
-    _mm256_store_si256((__m256i*)tmp, bytes);
-    std::memcpy(o, tmp, n);
-  }
+  store_bytes(o, lane_order_to_bytes(q0, q1, q2, q3, k.zero_point16), n);
 }
 
 // The same for 16 channels (xmm accumulators), n <= 16 of them stored.
@@ -141,10 +132,7 @@ __attribute__((always_inline)) inline void store_u8(const Acc16& a, const QDwEpi
   const __m128i q1 = requantize(a.v1, _mm_loadu_ps(s + 8), _mm_loadu_ps(b + 8), k);
   const __m128i q2 = requantize(a.v2, _mm_loadu_ps(s + 16), _mm_loadu_ps(b + 16), k);
   const __m128i q3 = requantize(a.v3, _mm_loadu_ps(s + 24), _mm_loadu_ps(b + 24), k);
-  const __m128i zp = _mm256_castsi256_si128(k.zero_point16);
-  const __m128i even = _mm_add_epi16(_mm_packs_epi32(q0, q1), zp);
-  const __m128i odd = _mm_add_epi16(_mm_packs_epi32(q2, q3), zp);
-  const __m128i bytes = _mm_or_si128(even, _mm_slli_epi16(odd, 8));
+  const __m128i bytes = lane_order_to_bytes(q0, q1, q2, q3, _mm256_castsi256_si128(k.zero_point16));
   if (n == 16) {
     _mm_storeu_si128((__m128i*)o, bytes);
   } else {
@@ -158,13 +146,9 @@ __attribute__((always_inline)) inline void store_u8(const Acc16& a, const QDwEpi
 // out_c: the output element of absolute channel c.
 inline void store_natural(const Acc32& a, const QGemmEpilogue& ep0, size_t c, size_t n, char* out_c,
                           size_t elem) {
-  const __m256i lo02 = _mm256_unpacklo_epi32(a.v0, a.v2), hi02 = _mm256_unpackhi_epi32(a.v0, a.v2);
-  const __m256i lo13 = _mm256_unpacklo_epi32(a.v1, a.v3), hi13 = _mm256_unpackhi_epi32(a.v1, a.v3);
-  store_row(_mm256_permute2x128_si256(lo02, hi02, 0x20), _mm256_permute2x128_si256(lo13, hi13, 0x20), ep0, c,
-            std::min<size_t>(n, 16), out_c);
-  if (n > 16)
-    store_row(_mm256_permute2x128_si256(lo02, hi02, 0x31), _mm256_permute2x128_si256(lo13, hi13, 0x31), ep0, c + 16,
-              n - 16, out_c + 16 * elem);
+  const ChannelOrder ch = lane_order_to_channels(a.v0, a.v1, a.v2, a.v3);
+  store_row(ch.c0, ch.c8, ep0, c, std::min<size_t>(n, 16), out_c);
+  if (n > 16) store_row(ch.c16, ch.c24, ep0, c + 16, n - 16, out_c + 16 * elem);
 }
 
 inline void store_natural(const Acc16& a, const QGemmEpilogue& ep0, size_t c, size_t n, char* out_c) {
