@@ -46,7 +46,7 @@ def activation_sets() -> dict[str, tuple[torch.Tensor, nn.Linear]]:
         test = Mnist(split="test")
         images = torch.stack([test[i][0] for i in range(512)]).flatten(1)
         sets["MNIST pixels (normalised), 784->2048"] = (images, nn.Linear(784, 2048))
-        from edgeopt.demo_cli import trained_model
+        from edgeopt.demo.mnist import trained_model
 
         mlp = trained_model("mlp", log=lambda *_: None)
         with torch.no_grad():

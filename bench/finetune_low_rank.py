@@ -146,7 +146,7 @@ def setup_ravdess(args):
 
 def setup_vit(args):
     from edgeopt.data import Mnist
-    from edgeopt.demo_cli import DEMO_MODELS, trained_model
+    from edgeopt.demo.mnist import DEMO_MODELS, trained_model
     from edgeopt.training.loop import FitConfig
 
     spec = DEMO_MODELS["transformer"]

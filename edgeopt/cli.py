@@ -12,7 +12,8 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeopt", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from edgeopt import demo_cli, info
+    from edgeopt import info
+    from edgeopt.demo import cli as demo_cli
 
     info.register(sub)
     demo_cli.register(sub)
