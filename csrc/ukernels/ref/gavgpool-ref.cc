@@ -1,4 +1,4 @@
-// Scalar twin of the global average pooling kernel: the definition of ukernels/gavgpool.h, written out.
+// Scalar twins of the global average pooling kernels: the definitions of ukernels/gavgpool.h, written out.
 #include <cmath>
 
 #include "ukernels/gavgpool.h"
@@ -17,6 +17,14 @@ void eo_u8_gavgpool__ref(size_t pixels, size_t channels, size_t stride, const ui
       const float q = std::fmin(std::fmax(y, float(-p.out_zero_point)), float(255 - p.out_zero_point));
       static_cast<uint8_t*>(out)[c] = uint8_t(int32_t(std::nearbyint(q)) + p.out_zero_point);
     }
+  }
+}
+
+void eo_f32_gavgpool__ref(size_t pixels, size_t channels, size_t stride, const float* x, float* out) {
+  for (size_t c = 0; c < channels; ++c) {
+    float sum = 0.0f;
+    for (size_t i = 0; i < pixels; ++i) sum += x[i * stride + c];
+    out[c] = sum / float(pixels);
   }
 }
 

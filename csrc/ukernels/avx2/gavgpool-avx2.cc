@@ -3,11 +3,13 @@
 // fits 16 bits unsigned). The sums come out in the depthwise kernel's lane order (ukernels/qdwconv.h),
 // which the u8 result packs back to byte order without a permute; f32 results are unpacked to channel
 // order first. A channel tail narrower than 32 goes through a zero-filled row copy.
+// float32 input: 8 channels per vector, each lane summing its channel in pixel order.
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cstring>
 
+#include "ukernels/avx2/lane-order-avx2.h"
 #include "ukernels/gavgpool.h"
 
 namespace edgeopt {
@@ -53,13 +55,12 @@ void store_block(const Sums& s, const GAvgPoolParams& p, size_t n, void* out) {
   const __m256i zps = _mm256_set1_epi32(p.zero_point_sum);
   const __m256 scale = _mm256_set1_ps(p.scale);
   if (p.out_kind == OutKind::kF32) {
-    const __m256i lo02 = _mm256_unpacklo_epi32(s.v0, s.v2), hi02 = _mm256_unpackhi_epi32(s.v0, s.v2);
-    const __m256i lo13 = _mm256_unpacklo_epi32(s.v1, s.v3), hi13 = _mm256_unpackhi_epi32(s.v1, s.v3);
+    const ChannelOrder ch = lane_order_to_channels(s.v0, s.v1, s.v2, s.v3);
     alignas(32) float tmp[32];
-    _mm256_store_ps(tmp, mean(_mm256_permute2x128_si256(lo02, hi02, 0x20), zps, scale));       // 0-7
-    _mm256_store_ps(tmp + 8, mean(_mm256_permute2x128_si256(lo13, hi13, 0x20), zps, scale));   // 8-15
-    _mm256_store_ps(tmp + 16, mean(_mm256_permute2x128_si256(lo02, hi02, 0x31), zps, scale));  // 16-23
-    _mm256_store_ps(tmp + 24, mean(_mm256_permute2x128_si256(lo13, hi13, 0x31), zps, scale));  // 24-31
+    _mm256_store_ps(tmp, mean(ch.c0, zps, scale));
+    _mm256_store_ps(tmp + 8, mean(ch.c8, zps, scale));
+    _mm256_store_ps(tmp + 16, mean(ch.c16, zps, scale));
+    _mm256_store_ps(tmp + 24, mean(ch.c24, zps, scale));
     std::memcpy(out, tmp, n * sizeof(float));
     return;
   }
@@ -67,17 +68,9 @@ void store_block(const Sums& s, const GAvgPoolParams& p, size_t n, void* out) {
   auto quantize = [&](__m256i v) {
     return _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(mean(v, zps, scale), lo), hi));
   };
-  const __m256i zp16 = _mm256_set1_epi16(int16_t(p.out_zero_point));
-  const __m256i even = _mm256_add_epi16(_mm256_packs_epi32(quantize(s.v0), quantize(s.v1)), zp16);
-  const __m256i odd = _mm256_add_epi16(_mm256_packs_epi32(quantize(s.v2), quantize(s.v3)), zp16);
-  const __m256i bytes = _mm256_or_si256(even, _mm256_slli_epi16(odd, 8));
-  if (n == 32) {
-    _mm256_storeu_si256((__m256i*)out, bytes);
-  } else {
-    alignas(32) uint8_t tmp[32];
-    _mm256_store_si256((__m256i*)tmp, bytes);
-    std::memcpy(out, tmp, n);
-  }
+  store_bytes(static_cast<uint8_t*>(out), lane_order_to_bytes(quantize(s.v0), quantize(s.v1), quantize(s.v2),
+                                                              quantize(s.v3), _mm256_set1_epi16(int16_t(p.out_zero_point))),
+              n);
 }
 
 }  // namespace
@@ -89,6 +82,27 @@ void eo_u8_gavgpool__avx2(size_t pixels, size_t channels, size_t stride, const u
   for (; c + 32 <= channels; c += 32) store_block(sum32<false>(pixels, stride, x + c, 32), p, 32, static_cast<char*>(out) + c * elem);
   if (c < channels)
     store_block(sum32<true>(pixels, stride, x + c, channels - c), p, channels - c, static_cast<char*>(out) + c * elem);
+}
+
+void eo_f32_gavgpool__avx2(size_t pixels, size_t channels, size_t stride, const float* x, float* out) {
+  const __m256 n = _mm256_set1_ps(float(pixels));
+  size_t c = 0;
+  for (; c + 8 <= channels; c += 8) {  // each lane adds its channel in pixel order, as the scalar twin does
+    __m256 s = _mm256_setzero_ps();
+    for (size_t p = 0; p < pixels; ++p) s = _mm256_add_ps(s, _mm256_loadu_ps(x + p * stride + c));
+    _mm256_storeu_ps(out + c, _mm256_div_ps(s, n));
+  }
+  if (c < channels) {
+    const size_t m = channels - c;
+    alignas(32) float buf[8] = {};
+    __m256 s = _mm256_setzero_ps();
+    for (size_t p = 0; p < pixels; ++p) {
+      std::memcpy(buf, x + p * stride + c, m * sizeof(float));
+      s = _mm256_add_ps(s, _mm256_load_ps(buf));
+    }
+    _mm256_store_ps(buf, _mm256_div_ps(s, n));
+    std::memcpy(out + c, buf, m * sizeof(float));
+  }
 }
 
 }  // namespace edgeopt
