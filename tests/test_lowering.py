@@ -11,7 +11,7 @@ import edgeopt
 from edgeopt.models import get_model
 from edgeopt.nn import LowRankLinear, QuantConv2d, SparseConv2d, SparseLinear
 from edgeopt.nn._qparams import WEIGHT_MAX
-from edgeopt.passes.macs import count_macs, weight_bytes
+from edgeopt.perf.cost import macs_per_sample, weight_bytes
 from edgeopt.passes.quantize import Lowering
 from edgeopt.passes.quantize.candidates import FLOAT_MARGIN, choose
 from edgeopt.passes.quantize.gptq import gptq_round
@@ -132,7 +132,7 @@ def test_low_rank_layer_lowers_to_int8_factors_with_static_ranges():
     with torch.no_grad():
         ref, out = model(batches[0]), lowered(batches[0])
     assert 10 * math.log10(ref.pow(2).mean() / (ref - out).pow(2).mean()) > 30
-    assert count_macs(lowered.get_submodule("2"), torch.randn(1, 96)) == 12 * (96 + 64)
+    assert macs_per_sample(lowered.get_submodule("2"), torch.randn(1, 96)) == 12 * (96 + 64)
 
 
 def test_time_candidates_times_each_in_turn():

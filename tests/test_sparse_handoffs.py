@@ -94,3 +94,14 @@ def test_sparse_linear_takes_and_gives_uint8():
         assert torch.equal(y, want)
         m.set_output_quant(None)
         assert m(x).dtype == torch.float32
+
+
+def test_the_lowering_links_uint8_only_out_of_int8_sparse_layers():
+    """A sparse layer kept in fp32 (the accuracy-aware mode backs layers off to it) has set_output_quant but
+    computes in float: the lowering must not ask it for uint8."""
+    from edgeopt.passes.quantize.layout import emits_u8
+
+    conv = pruned_conv()
+    assert emits_u8(SparseConv2d.from_float(conv, dtype="int8", mode="static", input_range=(-2.0, 3.0)))
+    assert not emits_u8(SparseConv2d.from_float(conv, dtype="fp32"))
+    assert emits_u8(QuantConv2d.from_float(conv, mode="static", input_range=(-2.0, 3.0)))

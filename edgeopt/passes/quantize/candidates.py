@@ -23,7 +23,7 @@ from torch import nn
 from edgeopt.nn._qparams import WEIGHT_MAX, activation_bounds
 from edgeopt.nn.low_rank_linear import LowRankLinear
 from edgeopt.passes.common import sqnr_db
-from edgeopt.passes.macs import count_macs, weight_bytes
+from edgeopt.perf.cost import macs_per_sample, weight_bytes
 from edgeopt.passes.quantize.gptq import gptq_round
 from edgeopt.passes.quantize.layout import takes_activation, takes_residual
 from edgeopt.passes.quantize.observers import Stats
@@ -225,8 +225,8 @@ def finish_report(layer: Layer, s: Stats) -> None:
     x = s.sample
     if x is not None:
         one = x[:1] if x.dim() > 1 else x
-        rep.macs_before = count_macs(layer.module, one)
-        rep.macs = count_macs(module, one)
+        rep.macs_before = macs_per_sample(layer.module, one)
+        rep.macs = macs_per_sample(module, one)
         with torch.no_grad():
             ref = apply_activation(layer.folded(x), layer.act)
             y = module(x)

@@ -18,8 +18,9 @@ from edgeopt.nn.pool import MaxPool2d as EdgeoptMaxPool2d
 
 
 def emits_u8(m: nn.Module) -> bool:
-    """The module can return uint8 in given parameters (set_output_quant)."""
-    return callable(getattr(m, "set_output_quant", None))
+    """The module can return uint8 in given parameters (set_output_quant): an int8 layer (a sparse module
+    of dtype fp32 has the method but computes in float)."""
+    return callable(getattr(m, "set_output_quant", None)) and getattr(m, "dtype", "int8") == "int8"
 
 
 def takes_u8(m: nn.Module) -> bool:
