@@ -9,7 +9,7 @@ while IFS= read -r line; do
   [[ -z "$line" || "$line" == \#* ]] && continue
   for attempt in $(seq 1 20); do
     echo "[$(date +%H:%M:%S)] $line (segment $attempt, load $(cut -d' ' -f1-3 /proc/loadavg))"
-    /work/tools/heavy timeout 1500 python bench/accuracy/finetune_pipeline.py $line
+    /work/tools/heavy timeout 1200 python bench/accuracy/finetune_pipeline.py $line
     rc=$?
     [[ $rc -eq 3 ]] && continue
     [[ $rc -ne 0 ]] && echo "FAILED rc=$rc: $line"
