@@ -22,6 +22,7 @@ using namespace edgeopt::bind;
 void register_float_linear(py::module_& m);  // bindings/float_linear.cc (fp16 weights, low rank)
 void register_qconv(py::module_& m);         // bindings/qconv.cc (int8 convolution)
 void register_sparse(py::module_& m);        // bindings/sparse.cc (block-sparse layers)
+void register_runtime(py::module_& m);       // bindings/runtime.cc (thread pool read-outs, execution plans)
 
 namespace {
 
@@ -160,4 +161,5 @@ PYBIND11_MODULE(_C, m) {
   register_float_linear(m);
   register_qconv(m);
   register_sparse(m);
+  register_runtime(m);
 }

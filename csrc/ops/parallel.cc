@@ -29,6 +29,15 @@ struct TaskScope {
   ~TaskScope() { t_in_task = false; }
 };
 
+// Counters of what the pool did, for bench/ and the runtime's profile (relaxed: read while idle).
+struct Counters {
+  std::atomic<uint64_t> calls{0}, inline_calls{0}, tasks{0}, caller_tasks{0}, woke_sleepers{0}, caller_sleeps{0},
+      caller_wait_ns{0};
+};
+Counters g_counters;
+
+inline void bump(std::atomic<uint64_t>& c, uint64_t by = 1) { c.fetch_add(by, std::memory_order_relaxed); }
+
 class Pool {
  public:
   void run(size_t n, int num_threads, void (*fn)(void*, size_t), void* ctx) {
@@ -46,9 +55,18 @@ class Pool {
     job_.store((uint64_t(gen) << 32) | n, std::memory_order_release);
     claim_.store(uint64_t(gen) << 32, std::memory_order_release);
     generation_.store(gen, std::memory_order_seq_cst);
-    if (sleepers_.load(std::memory_order_seq_cst) > 0) generation_.notify_all();
-    run_tasks(gen);
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+      generation_.notify_all();
+      bump(g_counters.woke_sleepers);
+    }
+    const size_t mine = run_tasks(gen);
+    const auto t0 = std::chrono::steady_clock::now();
     wait_done(n);
+    bump(g_counters.calls);
+    bump(g_counters.tasks, n);
+    bump(g_counters.caller_tasks, mine);
+    bump(g_counters.caller_wait_ns,
+         uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count()));
   }
 
   // The tasks left are inside workers. Normally they finish within microseconds: spin. If one does not,
@@ -63,6 +81,7 @@ class Pool {
       if ((spins & 63) == 63 && std::chrono::steady_clock::now() > deadline) break;
     }
     caller_waiting_.store(true, std::memory_order_seq_cst);
+    bump(g_counters.caller_sleeps);
     for (size_t d = done_.load(std::memory_order_seq_cst); d < n; d = done_.load(std::memory_order_seq_cst))
       done_.wait(d, std::memory_order_seq_cst);
     caller_waiting_.store(false, std::memory_order_relaxed);
@@ -82,16 +101,19 @@ class Pool {
   // index) and the job word (generation, task count) carry the generation, so a thread that stalls
   // between reading them can never pair an old call's index with a newer call's count. A successful claim
   // pins the call (it cannot complete before this task does), so fn_/ctx_ are still that call's.
-  void run_tasks(uint32_t gen) {
+  // Returns how many tasks this thread ran.
+  size_t run_tasks(uint32_t gen) {
     TaskScope scope;
+    size_t ran = 0;
     for (;;) {
       uint64_t c = claim_.load(std::memory_order_acquire);
-      if (uint32_t(c >> 32) != gen) return;
+      if (uint32_t(c >> 32) != gen) return ran;
       const uint64_t job = job_.load(std::memory_order_acquire);
-      if (uint32_t(job >> 32) != gen) return;
+      if (uint32_t(job >> 32) != gen) return ran;
       const size_t n = size_t(job & 0xffffffffu);
-      if ((c & 0xffffffffu) >= n) return;
+      if ((c & 0xffffffffu) >= n) return ran;
       if (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel)) continue;
+      ++ran;
       fn_.load(std::memory_order_relaxed)(ctx_.load(std::memory_order_relaxed), size_t(c & 0xffffffffu));
       done_.fetch_add(1, std::memory_order_seq_cst);
       if (caller_waiting_.load(std::memory_order_seq_cst)) done_.notify_all();
@@ -158,6 +180,7 @@ void parallel_for_raw(size_t n, int num_threads, void (*fn)(void*, size_t), void
   if (n == 0) return;
   // Inline: one thread asked for, one task, a call from inside a task, or more tasks than a claim word holds.
   if (num_threads <= 1 || n == 1 || t_in_task || n >= 0xffffffffu) {
+    if (!t_in_task) bump(g_counters.inline_calls);
     for (size_t i = 0; i < n; ++i) fn(ctx, i);
     return;
   }
@@ -170,6 +193,18 @@ void parallel_for_raw(size_t n, int num_threads, void (*fn)(void*, size_t), void
 void set_worker_spin_us(int us) { g_spin_us.store(us < 0 ? 0 : us); }
 int worker_spin_us() { return g_spin_us.load(); }
 int pool_worker_count() { return pool().worker_count(); }
+
+PoolStats pool_stats() {
+  PoolStats s;
+  s.calls = g_counters.calls.load(std::memory_order_relaxed);
+  s.inline_calls = g_counters.inline_calls.load(std::memory_order_relaxed);
+  s.tasks = g_counters.tasks.load(std::memory_order_relaxed);
+  s.caller_tasks = g_counters.caller_tasks.load(std::memory_order_relaxed);
+  s.woke_sleepers = g_counters.woke_sleepers.load(std::memory_order_relaxed);
+  s.caller_sleeps = g_counters.caller_sleeps.load(std::memory_order_relaxed);
+  s.caller_wait_ns = g_counters.caller_wait_ns.load(std::memory_order_relaxed);
+  return s;
+}
 
 }  // namespace edgeopt
 

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <type_traits>
 
 namespace edgeopt {
@@ -29,6 +30,17 @@ void set_worker_spin_us(int us);
 int worker_spin_us();
 // Threads created so far (workers only), for `edgeopt info` and tests.
 int pool_worker_count();
+// What the pool has done since the process started (monotonic; subtract two readings).
+struct PoolStats {
+  uint64_t calls = 0;           // parallel_for calls shared with workers
+  uint64_t inline_calls = 0;    // calls the caller ran alone (one thread, one task)
+  uint64_t tasks = 0;           // tasks of the shared calls
+  uint64_t caller_tasks = 0;    // ... of which the calling thread ran
+  uint64_t woke_sleepers = 0;   // shared calls that had to wake a sleeping worker (a futex wake)
+  uint64_t caller_sleeps = 0;   // shared calls whose caller slept waiting for a worker's last task
+  uint64_t caller_wait_ns = 0;  // time callers spent waiting for workers after the last task was claimed
+};
+PoolStats pool_stats();
 // Test hook: `calls` calls with changing task counts; returns how many tasks did not run exactly once.
 long parallel_selftest(int calls, int num_threads);
 
