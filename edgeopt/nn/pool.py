@@ -51,6 +51,18 @@ class MaxPool2d(nn.MaxPool2d):
         return _maxpool_nhwc(x.permute(0, 2, 3, 1), k, s, p, d, self.ceil_mode).permute(0, 3, 1, 2)
 
 
+    def plan_node(self):
+        """This pool as a node of a native execution plan (edgeopt.runtime): NHWC float32 or uint8."""
+        from edgeopt.runtime import PlanNode
+
+        if self.return_indices:
+            return None
+        k, s, p, d = (_pair(v) for v in (self.kernel_size, self.stride or self.kernel_size, self.padding,
+                                          self.dilation))
+        return PlanNode("max_pool2d", None, dict(kernel=k, stride=s, padding=p, dilation=d, ceil_mode=self.ceil_mode),
+                        inputs=("x",))
+
+
 def _maxpool_nhwc(x_nhwc: torch.Tensor, k, s, p, d, ceil_mode: bool) -> torch.Tensor:
     n, h, w, c = x_nhwc.shape
     oh = pool_output_size(h, k[0], s[0], p[0], d[0], ceil_mode)
