@@ -19,6 +19,7 @@ Contenders, every one at batch 1 on THREADS threads (OMP_NUM_THREADS, default 2)
   ov_fp32         OpenVINO CPU on the fp32 ONNX file, LATENCY hint, INFERENCE_PRECISION_HINT=f32
   ov_int8         OpenVINO CPU on the same QDQ ONNX file
   edgeopt         qmodel, report = edgeopt.quantize(model, calibration batches)
+  edgeopt_native  the same qmodel lowered by edgeopt.runtime.compile: one native plan per partition
 Every int8 contender is calibrated on the same 8 batches (see `inputs`). A contender whose package or API
 is missing raises Skip with the reason; it is never replaced by something else.
 """
@@ -47,7 +48,8 @@ MODELS = {  # name -> input shape (batch 1)
     "mobilenet_v2": (1, 3, 224, 224),
     "resnet50": (1, 3, 224, 224),
 }
-IMPLS = ("eager", "compile", "compile_frozen", "torch_int8", "ort_fp32", "ort_int8", "ov_fp32", "ov_int8", "edgeopt")
+IMPLS = ("eager", "compile", "compile_frozen", "torch_int8", "ort_fp32", "ort_int8", "ov_fp32", "ov_int8", "edgeopt",
+         "edgeopt_native")
 INT8_PEERS = ("torch_int8", "ort_int8", "ov_int8")
 CACHE = HERE / "results" / "e2e-cache"
 THREADS = int(os.environ.get("OMP_NUM_THREADS", "2"))
@@ -303,7 +305,7 @@ def _torch_int8(model: nn.Module, calib: list[torch.Tensor]) -> nn.Module:
 
 # built modules that pickle: made once per run, loaded by the workers (FX-quantized torch_int8 modules do
 # not unpickle in torch 2.13: fx re-tracing fails on their quantized submodules)
-REUSABLE = ("edgeopt",)
+REUSABLE = ("edgeopt", "edgeopt_native")
 
 
 def build(impl: str, name: str, built: Path | None = None) -> tuple:
@@ -348,7 +350,7 @@ def _build(impl: str, name: str) -> tuple:
             raise Skip(f"{package} is not installed (pip install .[bench])") from exc
         path = onnx_fp32(name, model) if impl.endswith("fp32") else onnx_int8(name, model, data["calib"])
         return _ort_session(path) if package == "onnxruntime" else _ov_model(path)
-    if impl == "edgeopt":
+    if impl in ("edgeopt", "edgeopt_native"):
         try:
             quantize = edgeopt.quantize
         except (AttributeError, ImportError) as exc:
@@ -363,6 +365,12 @@ def _build(impl: str, name: str) -> tuple:
         meta["edgeopt_report"] = str(report).splitlines()[0]
         if getattr(report, "model_sqnr_db", None) is not None:
             meta["edgeopt_report"] += f"; model SQNR {report.model_sqnr_db:.1f} dB"
+        if impl == "edgeopt_native":
+            import edgeopt.runtime
+
+            compiled = edgeopt.runtime.compile(qmodel.eval(), data["check"][0])  # checks bit-identity on it
+            meta["edgeopt_partitions"] = str(len(edgeopt.runtime.partitions(compiled)))
+            return compiled, meta
         return qmodel.eval(), meta
     raise ValueError(f"unknown implementation {impl!r}")
 

@@ -34,6 +34,21 @@ bool nhwc_contiguous(const ExternalTensor& t) {
          (s.n == 1 || sn == int64_t(s.h * s.w * s.c));
 }
 
+// One image row into NHWC: dst[x * c + ch] = row[x * sw + ch * sc]. Channel-planar rows (NCHW: sw == 1)
+// read each plane's row in order, so the loads stream and only the stores are strided.
+template <class T>
+void gather_row(const T* row, int64_t sw, int64_t sc, size_t w, size_t c, T* dst) {
+  if (sw == 1) {
+    for (size_t ch = 0; ch < c; ++ch) {
+      const T* plane = row + int64_t(ch) * sc;
+      for (size_t x = 0; x < w; ++x) dst[x * c + ch] = plane[x];
+    }
+    return;
+  }
+  for (size_t x = 0; x < w; ++x)
+    for (size_t ch = 0; ch < c; ++ch) dst[x * c + ch] = row[int64_t(x) * sw + int64_t(ch) * sc];
+}
+
 }  // namespace
 
 Shape shape_of(const ExternalTensor& t) {
@@ -173,16 +188,11 @@ void Plan::bind_input(size_t i, const ExternalTensor& t, uint8_t* arena, std::ve
   const int threads = std::max(1, int(std::min<size_t>(size_t(num_threads), bytes / kCopyBytesPerThread)));
   parallel_for(rows, threads, [&](size_t r) {
     const size_t n = r / s.h, y = r % s.h;
-    uint8_t* out = dst + r * s.w * s.c * elem;
-    for (size_t x = 0; x < s.w; ++x) {
-      const uint8_t* base = src + (int64_t(n) * sn + int64_t(y) * sh + int64_t(x) * sw) * int64_t(elem);
-      if (elem == 4) {
-        auto* o = reinterpret_cast<float*>(out) + x * s.c;
-        for (size_t c = 0; c < s.c; ++c) std::memcpy(o + c, base + int64_t(c) * sc * 4, 4);
-      } else {
-        uint8_t* o = out + x * s.c;
-        for (size_t c = 0; c < s.c; ++c) o[c] = base[int64_t(c) * sc];
-      }
+    const uint8_t* row = src + (int64_t(n) * sn + int64_t(y) * sh) * int64_t(elem);
+    if (elem == 4) {
+      gather_row(reinterpret_cast<const float*>(row), sw, sc, s.w, s.c, reinterpret_cast<float*>(dst) + r * s.w * s.c);
+    } else {
+      gather_row(row, sw, sc, s.w, s.c, dst + r * s.w * s.c);
     }
   });
   data[v] = dst;
