@@ -18,8 +18,6 @@ from pathlib import Path
 
 import edgeopt  # noqa: F401  (before torch: GOMP_SPINCOUNT)
 import torch
-from torch import nn
-
 import edgeopt.prune as prune_mod
 from edgeopt.models import load_pretrained
 from edgeopt.training import evaluate, fit, get_task
@@ -38,12 +36,8 @@ def run(sparsity: float, block, scope: str, epochs: int, lr: float, ramp: float,
     ramp_steps = max(1, int(ramp * epochs * steps_per_epoch))
     pruner = prune_mod.prune(model, sparsity, block=block, scope=scope, steps=ramp_steps, update_every=8)
 
-    def loss_fn(m, x, y):
-        pruner.step()
-        return nn.functional.cross_entropy(m(x), y, label_smoothing=config.label_smoothing)
-
     t0 = time.time()
-    history = fit(model, train_data, val_data, config, loss_fn=loss_fn, progress=True)
+    history = fit(model, train_data, val_data, config, callbacks=[pruner], progress=True)  # pruner.step() per step
     pruner.remove()
     model.eval()
     rep = pruner.report()
@@ -57,7 +51,7 @@ def run(sparsity: float, block, scope: str, epochs: int, lr: float, ramp: float,
     oneshot = load_pretrained("ravdess_vgg_audio")
     prune_mod.prune(oneshot, sparsity, block=block, scope=scope).remove()
     oneshot_acc = evaluate(oneshot.eval(), test_data, task.classes).accuracy
-    return {"sparsity": sparsity, "achieved": rep.achieved, "block": list(block), "scope": scope, "epochs": epochs,
+    return {"sparsity": sparsity, "achieved": rep.sparsity, "block": list(block), "scope": scope, "epochs": epochs,
             "lr": lr, "ramp": ramp, "seed": seed, "test_accuracy": test.accuracy, "oneshot_accuracy": oneshot_acc,
             "val_last": history.epochs[-1].get("val_accuracy"), "seconds": time.time() - t0,
             "layers": {layer.name: round(layer.sparsity, 4) for layer in rep.layers},

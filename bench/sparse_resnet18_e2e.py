@@ -5,8 +5,8 @@ The model and inputs are the end-to-end benchmark's (bench_e2e.load_model / inpu
 BatchNorm statistics from data, cached), so the peers' figures in the same run of bench/run_e2e.py are the
 comparison for "best dense int8 peer". Pruning: edgeopt.prune to 80% in 16x4 blocks (global magnitude,
 no fine-tuning: this is a speed figure; accuracy vs sparsity is measured on RAVDESS). Conversion:
-edgeopt.sparsify(dtype="int8", static, BatchNorm folded), which keeps a layer dense unless its sparse
-module measured faster. Timed as in bench/NOTES.md for in-process comparisons: alternating blocks of
+edgeopt.sparsify(dtype="int8"): the int8 lowering of the pruned layers, each on the sparse or the dense
+int8 kernel, whichever measured faster. Timed as in bench/NOTES.md for in-process comparisons: alternating blocks of
 calls, median of block medians.
 
     python bench/sparse_resnet18_e2e.py [--sparsity 0.8] [--rounds 7]
@@ -57,7 +57,7 @@ def main() -> None:
     pruned = copy.deepcopy(model)
     pruner = edgeopt.prune(pruned, args.sparsity, block=(16, 4))
     pruner.remove()  # weights stay zero where pruned; no hooks needed for inference
-    sparse_q, rows = edgeopt.sparsify(pruned, dtype="int8", example_input=x, mode="static", fold_bn=True)
+    sparse_q, rows = edgeopt.sparsify(pruned, data["calib"], dtype="int8")
     print(format_report(rows))
     variants = {"eager fp32": model, "edgeopt dense int8 (quantize)": dense_q,
                 "edgeopt sparse int8 (sparsify)": sparse_q.eval()}

@@ -151,6 +151,20 @@ def _(x, kernel, stride, padding, dilation, ceil_mode):
     return x.new_empty((n, oh, ow, c))
 
 
+@torch.library.custom_op("edgeopt::global_avgpool_u8", mutates_args=())
+def global_avgpool_u8(x: torch.Tensor, x_scale: float, x_zero_point: int, out_scale: float, out_zero_point: int,
+                      out_uint8: bool) -> torch.Tensor:
+    """(N, H, W, C) uint8 -> (N, C) float32 or uint8: each channel's mean (edgeopt.nn.GlobalAvgPool2d)."""
+    from edgeopt.nn.pool import _global_avgpool_nhwc
+
+    return _global_avgpool_nhwc(x.contiguous(), x_scale, x_zero_point, out_scale, out_zero_point, out_uint8)
+
+
+@global_avgpool_u8.register_fake
+def _(x, x_scale, x_zero_point, out_scale, out_zero_point, out_uint8):
+    return x.new_empty((x.shape[0], x.shape[3]), dtype=torch.uint8 if out_uint8 else torch.float32)
+
+
 # --- block-sparse layers: fp32 and int8 weights in the packed block-sparse layouts ---
 
 @torch.library.custom_op("edgeopt::sparse_linear", mutates_args=())

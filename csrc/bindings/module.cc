@@ -22,6 +22,7 @@ using namespace edgeopt::bind;
 
 void register_float_linear(py::module_& m);  // bindings/float_linear.cc (fp16 weights, low rank)
 void register_qconv(py::module_& m);         // bindings/qconv.cc (int8 convolution)
+void register_pool(py::module_& m);          // bindings/pool.cc (NHWC max and global average pooling)
 void register_sparse(py::module_& m);        // bindings/sparse.cc (block-sparse layers)
 void register_runtime(py::module_& m);       // bindings/runtime.cc (thread pool read-outs, execution plans)
 
@@ -150,6 +151,7 @@ PYBIND11_MODULE(_C, m) {
         "(int32 = exact integer result). Returns the input (scale, zero_point) used.");
   register_float_linear(m);
   register_qconv(m);
+  register_pool(m);
   register_sparse(m);
   register_runtime(m);
 }

@@ -37,7 +37,7 @@ inline Qs8PackedView qs8_view(const py::array& packed) {
 inline bool is_depthwise_pack(const py::array& packed) {
   const PackHeader h =
       rethrow_as_value_error([&] { return read_pack_header(packed_bytes(packed), size_t(packed.size())); });
-  return h.format == kPackFormatQs8Dwconv16x2;
+  return h.format == kPackFormatQs8Dwconv32x2 || h.format == kPackFormatQs8Dwconv16x2Retired;
 }
 
 // A grouped conv's weights are `groups` s8 GEMM packs of equal size, back to back.

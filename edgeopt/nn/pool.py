@@ -1,4 +1,5 @@
-"""MaxPool2d for channels-last activations (float32 or uint8) on edgeopt's NHWC kernel.
+"""Pooling on edgeopt's NHWC kernels: MaxPool2d for channels-last activations (float32 or uint8), and
+GlobalAvgPool2d, which averages a quantized CNN's last uint8 activation without a trip to float.
 
 torch pools NCHW tensors, and its channels-last and uint8 paths are slow or missing (measured: 6.1 ms for
 a 64x112x112 NCHW float pool on one thread, 0.34 ms channels-last, and an error for uint8 channels-last).
@@ -6,6 +7,8 @@ A quantized CNN keeps its activations channels-last, and can keep them uint8 acr
 commutes with u8 quantization: pool(quant(x)) == quant(pool(x)).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -71,4 +74,90 @@ def _maxpool_nhwc(x_nhwc: torch.Tensor, k, s, p, d, ceil_mode: bool) -> torch.Te
         raise ValueError(f"edgeopt MaxPool2d: input {h}x{w} is smaller than the pooling window")
     out = torch.empty((n, oh, ow, c), dtype=x_nhwc.dtype)
     _C.maxpool2d(x_nhwc.detach().numpy(), out.numpy(), k, s, p, d, get_num_threads())
+    return out
+
+
+def _check_quant(owner: str, scale: float, zero_point: int) -> tuple[float, int]:
+    if not (math.isfinite(scale) and scale > 0) or not 0 <= int(zero_point) <= 255:
+        raise ValueError(f"edgeopt {owner}: scale must be positive and finite and the zero point in [0, 255], "
+                         f"got ({scale}, {zero_point})")
+    return float(scale), int(zero_point)
+
+
+class GlobalAvgPool2d(nn.Module):
+    """Drop-in nn.AdaptiveAvgPool2d(1): each channel's mean over the image, shape (N, C, 1, 1).
+
+    float input: torch's own adaptive_avg_pool2d. uint8 input (a quantized conv's output, quantized with the
+    parameters given to `set_input_quant`): edgeopt's native pool reads the bytes in NHWC as they are
+    (channels_last input is a view; any other layout is copied once) and returns float32 -- the mean
+    dequantized -- or uint8 quantized with the `set_output_quant` parameters, for a quantized head.
+    The uint8 result is defined exactly (ukernels/gavgpool.h): the channel sum is exact, the mean one float
+    product of it, rounded half to even.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._input_quant: tuple[float, int] | None = None
+        self._output_quant: tuple[float, int] | None = None
+
+    @classmethod
+    def from_float(cls, pool: nn.Module) -> "GlobalAvgPool2d":
+        if not isinstance(pool, nn.AdaptiveAvgPool2d):
+            raise TypeError(f"edgeopt GlobalAvgPool2d.from_float expects nn.AdaptiveAvgPool2d, got {type(pool).__name__}")
+        if _pair(pool.output_size) != (1, 1):
+            raise ValueError(f"edgeopt GlobalAvgPool2d pools to 1x1; nn.AdaptiveAvgPool2d has output_size "
+                             f"{pool.output_size}")
+        return cls()
+
+    def set_input_quant(self, scale: float | None, zero_point: int = 0) -> None:
+        """The parameters uint8 inputs are quantized with (None: uint8 input is refused again)."""
+        self._input_quant = None if scale is None else _check_quant("GlobalAvgPool2d", scale, zero_point)
+
+    def set_output_quant(self, scale: float | None, zero_point: int = 0) -> None:
+        """Make uint8 input pool to uint8 quantized with (scale, zero_point), or to float32 with None."""
+        self._output_quant = None if scale is None else _check_quant("GlobalAvgPool2d", scale, zero_point)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.uint8:
+            return nn.functional.adaptive_avg_pool2d(x, 1)
+        if self._input_quant is None:
+            raise TypeError("edgeopt GlobalAvgPool2d: uint8 input needs its quantization parameters; call "
+                            "set_input_quant(scale, zero_point) first")
+        if x.device.type != "cpu" or x.dim() != 4:
+            raise ValueError(f"edgeopt GlobalAvgPool2d expects a 4-D (N, C, H, W) CPU tensor, got {tuple(x.shape)} "
+                             f"on {x.device}")
+        n, c, h, w = x.shape
+        if h * w == 0:
+            raise ValueError("edgeopt GlobalAvgPool2d: cannot average an empty image")
+        x_nhwc = x.permute(0, 2, 3, 1).contiguous()
+        (scale, zero_point), out_quant = self._input_quant, self._output_quant
+        out_scale, out_zero_point = out_quant or (1.0, 0)
+        if torch.compiler.is_compiling():
+            y = ops.global_avgpool_u8(x_nhwc, scale, zero_point, out_scale, out_zero_point, out_quant is not None)
+        else:
+            y = _global_avgpool_nhwc(x_nhwc, scale, zero_point, out_scale, out_zero_point, out_quant is not None)
+        return y.view(n, c, 1, 1)
+
+    def get_extra_state(self) -> dict:
+        return {"input_quant": self._input_quant, "output_quant": self._output_quant}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.set_input_quant(*(state.get("input_quant") or (None,)))
+        self.set_output_quant(*(state.get("output_quant") or (None,)))
+
+    def extra_repr(self) -> str:
+        parts = []
+        if self._input_quant is not None:
+            parts.append(f"input=uint8{self._input_quant}")
+        if self._output_quant is not None:
+            parts.append(f"output=uint8{self._output_quant}")
+        return ", ".join(parts)
+
+
+def _global_avgpool_nhwc(x_nhwc: torch.Tensor, scale: float, zero_point: int, out_scale: float, out_zero_point: int,
+                         out_uint8: bool) -> torch.Tensor:
+    n, _, _, c = x_nhwc.shape
+    out = torch.empty((n, c), dtype=torch.uint8 if out_uint8 else torch.float32)
+    _C.global_avgpool(x_nhwc.detach().numpy(), out.numpy(), scale, zero_point, out_scale, out_zero_point,
+                      get_num_threads())
     return out

@@ -1,0 +1,41 @@
+#include "ops/gavgpool.h"
+
+#include <algorithm>
+
+#include "config/dispatch.h"
+#include "ops/parallel.h"
+
+namespace edgeopt {
+namespace {
+
+// A helper thread pays off from about this many input bytes (~10 us of reading); the pools in front of
+// the models' heads (25-100 KB) run on the calling thread.
+constexpr size_t kMinBytesPerThread = 256 * 1024;
+constexpr size_t kChannelBlock = 32;
+
+}  // namespace
+
+void global_avgpool_u8(const GlobalAvgPoolCall& call) {
+  const U8GAvgPoolFn kernel = pool_kernels().u8_gavg;
+  const size_t c = call.channels;
+  if (call.batch == 0 || c == 0 || call.pixels == 0) return;
+  GAvgPoolParams p;
+  p.zero_point_sum = int32_t(call.pixels) * call.x_params.zero_point;
+  p.out_kind = call.out_kind;
+  p.out_zero_point = call.out_kind == OutKind::kU8 ? call.out_params.zero_point : 0;
+  const double divisor = double(call.pixels) * (call.out_kind == OutKind::kU8 ? double(call.out_params.scale) : 1.0);
+  p.scale = float(double(call.x_params.scale) / divisor);
+  const size_t elem = call.out_kind == OutKind::kU8 ? 1 : 4;
+  const size_t bytes = call.batch * call.pixels * c;
+  const int threads = std::max(1, int(std::min<size_t>(size_t(call.num_threads), bytes / kMinBytesPerThread)));
+  const size_t blocks = (c + kChannelBlock - 1) / kChannelBlock;
+  const size_t groups = std::min(blocks, size_t(threads) * 4);
+  parallel_for(call.batch * groups, threads, [&](size_t t) {
+    const size_t n = t / groups, g = t % groups;
+    const size_t c0 = blocks * g / groups * kChannelBlock, c1 = std::min(c, blocks * (g + 1) / groups * kChannelBlock);
+    kernel(call.pixels, c1 - c0, c, call.x + n * call.pixels * c + c0, p,
+           static_cast<char*>(call.out) + (n * c + c0) * elem);
+  });
+}
+
+}  // namespace edgeopt
