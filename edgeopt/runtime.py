@@ -7,7 +7,7 @@
 
 `compile` lowers the torch.fx graph that `edgeopt.quantize` produces: every run of consecutive nodes the
 native runtime can execute -- edgeopt modules that describe themselves as a plan node (`plan_node()`:
-QuantConv2d dense and depthwise, with a fused residual; QuantLinear; MaxPool2d), `torch.flatten`,
+QuantConv2d dense and depthwise, with a fused residual; QuantLinear; MaxPool2d; GlobalAvgPool2d on uint8), `torch.flatten`,
 Dropout / Identity (inference only) and layout-only `.contiguous()` -- becomes one `NativePartition`
 submodule that runs them as one C++ plan (csrc/runtime): NHWC activations in one preallocated arena, the
 thread pool's workers kept hot from the first node to the last, each node calling the op its module calls
@@ -46,6 +46,7 @@ class PlanNode:
     params: dict[str, Any]
     inputs: tuple[str, ...] = ("x",)
     layout: str = "nhwc"
+    accepts: tuple[torch.dtype, ...] = (torch.float32, torch.uint8)  # dtypes of x it runs natively
 
 
 @dataclass
@@ -138,6 +139,8 @@ def _lower_rule(node: fx.Node, modules: dict[str, nn.Module], meta: dict[str, _V
         if spec.layout == "rows" and len(meta[x.name].shape) != 2:
             return None
         if spec.layout == "nhwc" and len(meta[x.name].shape) != 4:
+            return None
+        if meta[x.name].dtype not in spec.accepts:
             return None
         return _Step(node.target, "module", [x.name] + ([residual.name] if residual is not None else []),
                      node.name, module=m, residual=None if residual is None else residual.name)
@@ -294,6 +297,9 @@ class NativePartition(nn.Module):
             elif node.op == "qlinear":
                 values[step.output] = plan.add_qlinear(x, packed, p["dynamic"], p["x_scale"], p["x_zero_point"],
                                                        p["out_min"], p["out_max"], name=step.name)
+            elif node.op == "global_avg_pool2d":
+                values[step.output] = plan.add_global_avg_pool2d(x, p["x_scale"], p["x_zero_point"], p["out_uint8"],
+                                                                 p["out_scale"], p["out_zero_point"], name=step.name)
             elif node.op == "max_pool2d":
                 values[step.output] = plan.add_max_pool2d(x, p["kernel"], p["stride"], p["padding"], p["dilation"],
                                                           p["ceil_mode"], name=step.name)

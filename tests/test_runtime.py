@@ -15,7 +15,7 @@ import edgeopt
 import edgeopt.runtime as rt
 from edgeopt._native import _C
 from edgeopt.models import get_model, load_pretrained
-from edgeopt.nn import MaxPool2d, QuantConv2d, QuantLinear
+from edgeopt.nn import GlobalAvgPool2d, MaxPool2d, QuantConv2d, QuantLinear
 from edgeopt.quantize import quantize
 
 
@@ -89,6 +89,49 @@ def test_plan_is_bit_identical_to_the_modules(name, threads):
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             assert_identical(compiled(xb), qmodel(xb))
+
+
+def with_u8_global_pool(qmodel):
+    """The quantized model with its float AdaptiveAvgPool2d replaced by edgeopt's pool on the last conv's uint8
+    output (what the quantize pass will hand over): the whole model becomes one plan."""
+    gm = copy.deepcopy(qmodel)
+    pool_node = next(n for n in gm.graph.nodes if n.op == "call_module" and isinstance(
+        gm.get_submodule(n.target), nn.AdaptiveAvgPool2d))
+    producer = gm.get_submodule(pool_node.args[0].target)
+    producer.set_output_quant(0.03, 0)
+    pool = GlobalAvgPool2d.from_float(gm.get_submodule(pool_node.target))
+    pool.set_input_quant(0.03, 0)
+    parent, _, leaf = pool_node.target.rpartition(".")
+    setattr(gm.get_submodule(parent) if parent else gm, leaf, pool)
+    return gm
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_one_plan_for_the_whole_model_with_the_u8_global_pool(name, threads):
+    qmodel, shape = quantized(name)
+    gm = with_u8_global_pool(qmodel) if name == "resnet18" else None
+    if gm is None:  # MobileNetV2 calls F.adaptive_avg_pool2d: swap it for the module
+        gm = copy.deepcopy(qmodel)
+        node = next(n for n in gm.graph.nodes if n.target is F.adaptive_avg_pool2d)
+        producer = gm.get_submodule(node.args[0].target)
+        producer.set_output_quant(0.03, 0)
+        pool = GlobalAvgPool2d()
+        pool.set_input_quant(0.03, 0)
+        gm.add_module("gap", pool)
+        with gm.graph.inserting_after(node):
+            new = gm.graph.call_module("gap", (node.args[0],))
+        node.replace_all_uses_with(new)
+        gm.graph.erase_node(node)
+        gm.recompile()
+    x = torch.randn(shape)
+    compiled = rt.compile(gm, x)
+    assert len(rt.partitions(compiled)) == 1
+    assert [n.op for n in compiled.graph.nodes] == ["placeholder", "call_module", "output"]
+    with torch.no_grad():
+        for n_threads in (1, 2):
+            edgeopt.set_num_threads(n_threads)
+            xb = torch.randn(2, *shape[1:])
+            assert_identical(compiled(xb), gm(xb))
 
 
 def test_saturating_and_other_spatial_inputs(threads):

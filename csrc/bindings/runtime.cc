@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <memory>
 #include <tuple>
 #include <string>
@@ -106,6 +107,15 @@ class PyPlan {
       if (padding[i] > kernel[i] / 2) value_error(name + ": padding must be at most half the kernel size (as in torch)");
     const DType t = plan_dtype(x);
     return add(runtime::make_maxpool_node(win, ceil_mode, t), {x}, t, name, py::none());
+  }
+
+  ValueId add_global_avg_pool2d(ValueId x, float x_scale, int x_zero_point, bool out_uint8, float out_scale,
+                                int out_zero_point, const std::string& name) {
+    if (plan_dtype(x) != DType::kU8) type_error(name + ": the global average pool takes uint8 input");
+    const runtime::QuantIO q =
+        quant_io(x, false, x_scale, x_zero_point, -INFINITY, INFINITY, out_uint8, out_scale, out_zero_point);
+    return add(runtime::make_global_avgpool_node(q.x_params, q.out_dtype, q.out_params), {x}, q.out_dtype, name,
+               py::none());
   }
 
   ValueId add_flatten(ValueId x, const std::string& name) {
@@ -320,6 +330,9 @@ void register_runtime(py::module_& m) {
            py::arg("x_scale"), py::arg("x_zero_point"), py::arg("out_min"), py::arg("out_max"), py::arg("name") = "")
       .def("add_max_pool2d", &PyPlan::add_max_pool2d, py::arg("x"), py::arg("kernel"), py::arg("stride"),
            py::arg("padding"), py::arg("dilation"), py::arg("ceil_mode"), py::arg("name") = "")
+      .def("add_global_avg_pool2d", &PyPlan::add_global_avg_pool2d, py::arg("x"), py::arg("x_scale"),
+           py::arg("x_zero_point"), py::arg("out_uint8"), py::arg("out_scale"), py::arg("out_zero_point"),
+           py::arg("name") = "")
       .def("add_flatten", &PyPlan::add_flatten, py::arg("x"), py::arg("name") = "")
       .def("mark_output", &PyPlan::mark_output, py::arg("value"))
       .def("dtype", &PyPlan::dtype, py::arg("value"))

@@ -5,6 +5,7 @@
 #include <string>
 #include <utility>
 
+#include "ops/gavgpool.h"
 #include "ops/maxpool.h"
 #include "ops/parallel.h"
 #include "ops/qdwconv.h"
@@ -199,6 +200,40 @@ class MaxPoolNode : public Node {
   DType dtype_;
 };
 
+class GlobalAvgPoolNode : public Node {
+ public:
+  GlobalAvgPoolNode(U8QuantParams x_params, DType out_dtype, U8QuantParams out_params)
+      : x_params_(x_params), out_dtype_(out_dtype), out_params_(out_params) {}
+  const char* op() const override { return "global_avg_pool2d"; }
+
+  Shape infer_shape(const std::vector<Shape>& in) const override {
+    const Shape& x = in[0];
+    if (x.h * x.w > kGAvgPoolMaxPixels)
+      bad_shape(name + ": images of more than " + std::to_string(kGAvgPoolMaxPixels) + " pixels are not supported");
+    return Shape{x.n, 1, 1, x.c};
+  }
+
+  void run(const NodeIO& io) const override {
+    const Shape& x = io.in_shapes[0];
+    GlobalAvgPoolCall call;
+    call.batch = x.n;
+    call.pixels = x.h * x.w;
+    call.channels = x.c;
+    call.x = static_cast<const uint8_t*>(io.in[0]);
+    call.x_params = x_params_;
+    call.out_kind = out_kind(out_dtype_);
+    call.out_params = out_params_;
+    call.out = io.out;
+    call.num_threads = io.num_threads;
+    global_avgpool_u8(call);
+  }
+
+ private:
+  U8QuantParams x_params_;
+  DType out_dtype_;
+  U8QuantParams out_params_;
+};
+
 class FlattenNode : public Node {
  public:
   explicit FlattenNode(DType dtype) : elem_(dtype_size(dtype)) {}
@@ -256,6 +291,10 @@ std::unique_ptr<Node> make_qlinear_node(const Qs8PackedView& weights, const Quan
 
 std::unique_ptr<Node> make_maxpool_node(const ConvWindow& win, bool ceil_mode, DType dtype) {
   return std::make_unique<MaxPoolNode>(win, ceil_mode, dtype);
+}
+
+std::unique_ptr<Node> make_global_avgpool_node(U8QuantParams x_params, DType out_dtype, U8QuantParams out_params) {
+  return std::make_unique<GlobalAvgPoolNode>(x_params, out_dtype, out_params);
 }
 
 std::unique_ptr<Node> make_flatten_node(DType dtype) { return std::make_unique<FlattenNode>(dtype); }

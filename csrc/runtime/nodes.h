@@ -41,6 +41,8 @@ std::unique_ptr<Node> make_qdwconv_node(const QdwPackedView& weights, const Conv
 std::unique_ptr<Node> make_qlinear_node(const Qs8PackedView& weights, const QuantIO& q);
 // maxpool2d_nhwc, u8 or f32; torch's output size (floor or ceil mode).
 std::unique_ptr<Node> make_maxpool_node(const ConvWindow& win, bool ceil_mode, DType dtype);
+// global_avgpool_u8: u8 NHWC (n, h, w, c) in its quantization parameters -> (n, 1, 1, c), f32 or u8.
+std::unique_ptr<Node> make_global_avgpool_node(U8QuantParams x_params, DType out_dtype, U8QuantParams out_params);
 // torch.flatten(x, 1) of an NCHW-logical tensor: NHWC (n, h, w, c) -> rows (n, 1, 1, c*h*w) in (c, h, w) order.
 std::unique_ptr<Node> make_flatten_node(DType dtype);
 

@@ -138,6 +138,19 @@ class GlobalAvgPool2d(nn.Module):
             y = _global_avgpool_nhwc(x_nhwc, scale, zero_point, out_scale, out_zero_point, out_quant is not None)
         return y.view(n, c, 1, 1)
 
+    def plan_node(self):
+        """This pool as a node of a native execution plan (edgeopt.runtime), for uint8 input only (float input
+        runs torch's pool): (N, H, W, C) uint8 -> (N, 1, 1, C) float32 or uint8."""
+        from edgeopt.runtime import PlanNode
+
+        if self._input_quant is None:
+            return None
+        (scale, zero_point), out_quant = self._input_quant, self._output_quant
+        out_scale, out_zero_point = out_quant or (1.0, 0)
+        return PlanNode("global_avg_pool2d", None, dict(x_scale=scale, x_zero_point=zero_point,
+                                                        out_uint8=out_quant is not None, out_scale=out_scale,
+                                                        out_zero_point=out_zero_point), accepts=(torch.uint8,))
+
     def get_extra_state(self) -> dict:
         return {"input_quant": self._input_quant, "output_quant": self._output_quant}
 
