@@ -51,7 +51,8 @@ def quantized(name: str):
             shape = {"resnet18": (1, 3, 64, 64), "mobilenet_v2": (1, 3, 64, 64), "vgg_audio": (1, 1, 32, 64),
                      "resnet18_cifar": (1, 3, 32, 32)}[name]
             model, rounding = randomize_bn(get_model(name)), "nearest"
-        qmodel, _ = quantize(model.eval(), batches((2, *shape[1:])), progress=False, weight_rounding=rounding)
+        qmodel, _ = quantize(model.eval(), batches((2, *shape[1:])), progress=False, weight_rounding=rounding,
+                             measure=False)
         _QUANTIZED[name] = (qmodel.eval(), shape)
     return _QUANTIZED[name]
 
@@ -166,7 +167,8 @@ class TwoHeads(nn.Module):
 
 def test_multiple_outputs_torch_between_and_dynamic_layers(threads):
     torch.manual_seed(3)
-    qmodel, _ = quantize(TwoHeads().eval(), batches((2, 3, 8, 8)), progress=False, weight_rounding="nearest")
+    qmodel, _ = quantize(TwoHeads().eval(), batches((2, 3, 8, 8)), progress=False, weight_rounding="nearest",
+                         measure=False)
     head = qmodel.get_submodule("head")
     assert isinstance(head, QuantConv2d)
     head.mode = "dynamic"
@@ -180,7 +182,8 @@ def test_multiple_outputs_torch_between_and_dynamic_layers(threads):
 
 def test_every_isa_path(isa):
     torch.manual_seed(2)
-    qmodel, _ = quantize(TwoHeads().eval(), batches((2, 3, 8, 8)), progress=False, weight_rounding="nearest")
+    qmodel, _ = quantize(TwoHeads().eval(), batches((2, 3, 8, 8)), progress=False, weight_rounding="nearest",
+                         measure=False)
     x = torch.randn(2, 3, 8, 8)
     compiled = rt.compile(qmodel, x)
     with torch.no_grad():
@@ -198,7 +201,7 @@ def test_state_dict_save_load_deepcopy_rebuild(tmp_path):
         # plans are rebuilt from the loaded weights
         torch.manual_seed(5)
         other, _ = quantize(randomize_bn(get_model("resnet18_cifar"), seed=3), batches((2, *shape[1:]), seed=4),
-                            progress=False, weight_rounding="nearest")
+                            progress=False, weight_rounding="nearest", measure=False)
         other_ref = other(x)
         assert not torch.equal(other_ref, ref)
         copied = copy.deepcopy(compiled)

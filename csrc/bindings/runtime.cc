@@ -296,6 +296,15 @@ void register_runtime(py::module_& m) {
       .def("__enter__", [](PyRegion& r) { r.region = std::make_unique<ParallelRegion>(r.threads); return &r; },
            py::return_value_policy::reference)
       .def("__exit__", [](PyRegion& r, py::args) { r.region.reset(); });
+  m.def(
+      "_pool_workload",
+      [](int layers, int tasks, double task_us, int num_threads, bool region) {
+        if (layers < 1 || tasks < 1 || !(task_us > 0) || num_threads < 1) value_error("arguments must be positive");
+        py::gil_scoped_release release;
+        return pool_workload(layers, tasks, task_us, num_threads, region);
+      },
+      py::arg("layers"), py::arg("tasks"), py::arg("task_us"), py::arg("num_threads"), py::arg("region") = true,
+      "Benchmark hook: seconds of one synthetic inference (layers x tasks CPU-bound tasks of ~task_us).");
   m.def("set_region_spin_us", &set_region_spin_us, py::arg("microseconds"),
         "How long idle workers spin between the calls of one plan invocation (default 2000).");
   m.def("region_spin_us", &region_spin_us);

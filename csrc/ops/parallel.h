@@ -68,6 +68,8 @@ struct PoolStats {
   uint64_t regions = 0;         // ParallelRegions opened
 };
 PoolStats pool_stats();
+// Benchmark hook: seconds of one synthetic inference, `layers` calls of `tasks` CPU-bound tasks of ~task_us.
+double pool_workload(int layers, int tasks, double task_us, int num_threads, bool region);
 // Test hook: `calls` calls with changing task counts; returns how many tasks did not run exactly once.
 long parallel_selftest(int calls, int num_threads);
 
