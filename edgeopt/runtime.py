@@ -573,26 +573,58 @@ def reset_times(compiled: nn.Module) -> None:
 
 @dataclass
 class Profile:
-    """Where one inference's time goes: the whole forward as Python sees it, the plans' nodes, and the
-    rest (Python, torch parts, binding and allocation) -- `outside_ms` / `outside_fraction`."""
+    """Where one inference's time goes (per run, ms): the whole forward as Python sees it; the plans' nodes
+    (kernels and input copies); what stays in torch (timed in a separate pass, node by node); and the rest,
+    `glue_ms`: Python, bindings, allocation and hand-offs between them -- the time outside any kernel."""
 
     runs: int
-    forward_ms: float            # per run: the compiled module's forward, wall time
-    nodes_ms: float              # per run: sum over the plans' nodes (kernels and the input copies)
-    native_ms: float             # per run: inside the plans' native run calls
+    forward_ms: float
+    nodes_ms: float
+    native_ms: float             # inside the plans' native run calls (nodes plus the plan's own bookkeeping)
+    torch_ms: float
     nodes: list[NodeTime]
+    torch_nodes: dict[str, float]  # graph node -> ms per run
 
     @property
     def outside_ms(self) -> float:
+        """Everything but the plans' nodes (torch parts included)."""
         return self.forward_ms - self.nodes_ms
+
+    @property
+    def glue_ms(self) -> float:
+        return self.forward_ms - self.nodes_ms - self.torch_ms
+
+    @property
+    def glue_fraction(self) -> float:
+        return self.glue_ms / self.forward_ms if self.forward_ms > 0 else math.nan
 
     @property
     def outside_fraction(self) -> float:
         return self.outside_ms / self.forward_ms if self.forward_ms > 0 else math.nan
 
 
+class _TorchTimer(fx.Interpreter):
+    """Runs the compiled graph node by node, timing the nodes that are not native partitions."""
+
+    def __init__(self, gm: fx.GraphModule):
+        super().__init__(gm)
+        self.ms: dict[str, float] = {}
+
+    def run_node(self, n: fx.Node):
+        import time
+
+        native = n.op == "call_module" and isinstance(self.module.get_submodule(n.target), NativePartition)
+        if native or n.op not in ("call_module", "call_function", "call_method"):
+            return super().run_node(n)
+        t0 = time.perf_counter()
+        out = super().run_node(n)
+        self.ms[n.name] = self.ms.get(n.name, 0.0) + (time.perf_counter() - t0) * 1e3
+        return out
+
+
 def profile(compiled: nn.Module, example_input: torch.Tensor, runs: int = 20, warmup: int = 3) -> Profile:
-    """Runs `compiled` `runs` times (after `warmup`) and reads its plans' timers."""
+    """Runs `compiled` `runs` times (after `warmup`) and reads its plans' timers; then runs it `runs` times
+    more node by node to time what stays in torch."""
     import time
 
     with torch.no_grad():
@@ -604,10 +636,14 @@ def profile(compiled: nn.Module, example_input: torch.Tensor, runs: int = 20, wa
             t0 = time.perf_counter()
             compiled(example_input)
             walls.append(time.perf_counter() - t0)
-    nodes = node_times(compiled)
-    native = sum(p.native_ms()[0] for p in partitions(compiled))
-    total = sum(walls) * 1e3
-    return Profile(runs, total / runs, sum(t.ms for t in nodes) / runs, native / runs, nodes)
+        nodes = node_times(compiled)
+        native = sum(p.native_ms()[0] for p in partitions(compiled))
+        timer = _TorchTimer(compiled)
+        for _ in range(runs):
+            timer.run(example_input)
+    torch_nodes = {k: v / runs for k, v in timer.ms.items()}
+    return Profile(runs, sum(walls) * 1e3 / runs, sum(t.ms for t in nodes) / runs, native / runs,
+                   sum(torch_nodes.values()), nodes, torch_nodes)
 
 
 def format_profile(p: Profile) -> str:
@@ -616,8 +652,11 @@ def format_profile(p: Profile) -> str:
         ms = t.ms_per_run
         rate = f"{t.macs / ms / 1e6:7.1f}" if t.macs and ms > 0 else ""
         lines.append(f"{t.name[:32]:<32} {t.op:<11} {ms:8.3f} {rate:>7}")
-    lines.append(f"forward {p.forward_ms:.3f} ms per run ({p.runs} runs): nodes {p.nodes_ms:.3f} ms, native calls "
-                 f"{p.native_ms:.3f} ms, outside the nodes {p.outside_ms:.3f} ms ({100 * p.outside_fraction:.1f}%)")
+    for name, ms in p.torch_nodes.items():
+        lines.append(f"{name[:32]:<32} {'torch':<11} {ms:8.3f}")
+    lines.append(f"forward {p.forward_ms:.3f} ms per run ({p.runs} runs): plan nodes {p.nodes_ms:.3f} ms, native calls "
+                 f"{p.native_ms:.3f} ms, torch {p.torch_ms:.3f} ms; outside any kernel {p.glue_ms:.3f} ms "
+                 f"({100 * p.glue_fraction:.1f}%)")
     return "\n".join(lines)
 
 
