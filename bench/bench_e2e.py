@@ -366,10 +366,10 @@ def _build(impl: str, name: str) -> tuple:
         if getattr(report, "model_sqnr_db", None) is not None:
             meta["edgeopt_report"] += f"; model SQNR {report.model_sqnr_db:.1f} dB"
         if impl == "edgeopt_native":
-            import edgeopt.runtime
+            from edgeopt import runtime as native_runtime
 
-            compiled = edgeopt.runtime.compile(qmodel.eval(), data["check"][0])  # checks bit-identity on it
-            meta["edgeopt_partitions"] = str(len(edgeopt.runtime.partitions(compiled)))
+            compiled = native_runtime.compile(qmodel.eval(), data["check"][0])  # checks bit-identity on it
+            meta["edgeopt_partitions"] = str(len(native_runtime.partitions(compiled)))
             return compiled, meta
         return qmodel.eval(), meta
     raise ValueError(f"unknown implementation {impl!r}")
