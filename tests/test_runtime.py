@@ -17,23 +17,7 @@ from edgeopt._native import _C
 from edgeopt.models import get_model, load_pretrained
 from edgeopt.nn import GlobalAvgPool2d, MaxPool2d, QuantConv2d, QuantLinear
 from edgeopt.quantize import quantize
-
-
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
-    return model.eval()
-
-
-def batches(shape, n=2, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(*shape, generator=g) for _ in range(n)]
+from test_quantize import batches, randomize_bn
 
 
 _QUANTIZED = {}
@@ -51,7 +35,7 @@ def quantized(name: str):
             shape = {"resnet18": (1, 3, 64, 64), "mobilenet_v2": (1, 3, 64, 64), "vgg_audio": (1, 1, 32, 64),
                      "resnet18_cifar": (1, 3, 32, 32)}[name]
             model, rounding = randomize_bn(get_model(name)), "nearest"
-        qmodel, _ = quantize(model.eval(), batches((2, *shape[1:])), progress=False, weight_rounding=rounding,
+        qmodel, _ = quantize(model.eval(), batches((2, *shape[1:]), n=2), progress=False, weight_rounding=rounding,
                              measure=False)
         _QUANTIZED[name] = (qmodel.eval(), shape)
     return _QUANTIZED[name]
