@@ -225,7 +225,7 @@ class GlobalAvgPoolNode : public Node {
     call.out_params = out_params_;
     call.out = io.out;
     call.num_threads = io.num_threads;
-    global_avgpool_u8(call);
+    global_avgpool_nhwc(call);
   }
 
  private:
