@@ -43,7 +43,7 @@ function renderPanel(role, m) {
   verdict.className = "verdict " + v[0]; verdict.textContent = v[1];
   drawBars(panel, m.probs || [], m.pred, m.truth);
   setText(panel, "rolling_accuracy", pct(m.rolling_accuracy));
-  setText(panel, "accuracy_sub", `${m.rolling_scored} windows · whole run ${pct(m.accuracy)} of ${m.scored}`);
+  setText(panel, "accuracy_sub", `${m.rolling_scored} windows; run ${pct(m.accuracy)}`);
   setText(panel, "latency", `${fmt(m.latency_p50_ms, 2)} / ${fmt(m.latency_p95_ms, 2)} ms`);
   setText(panel, "cpu_percent", fmt(m.cpu_percent, 1, "%"));
   setText(panel, "sustainable", fmt(m.sustainable_per_s, 0, "/s"));
@@ -166,6 +166,10 @@ function lineChart(canvas, opts) {
     ctx.strokeStyle = "#c0c6d4"; ctx.setLineDash([4, 4]); const y = Y(opts.threshold);
     ctx.beginPath(); ctx.moveTo(L, y); ctx.lineTo(W - R, y); ctx.stroke(); ctx.setLineDash([]);
   }
+  for (const [row, m] of (opts.marks || []).entries()) {  // events (dropped windows) as ticks along the bottom
+    ctx.fillStyle = m.color;
+    for (const h of history) if (h.t >= tMin && m.get(h)) ctx.fillRect(X(h.t) - 1, H - B - 5 - 6 * row, 3, 5);
+  }
   for (const s of opts.series) {
     ctx.strokeStyle = s.color; ctx.lineWidth = s.width || 2; ctx.beginPath();
     let pen = false;
@@ -197,8 +201,9 @@ function renderCharts() {
   lineChart($("#chart-accuracy"), { min: 0, max: 100, threshold: 12.5, label: v => `${v}`,
     series: [{ get: base("acc"), color: COLORS.baseline }, { get: opt("acc"), color: COLORS.optimized }] });
   lineChart($("#chart-lag"), { min: 0, label: v => `${v}`,
-    series: [{ get: base("lag"), color: COLORS.baseline }, { get: opt("lag"), color: COLORS.optimized },
-             { get: base("drop_rate"), color: "#b0b9d0", width: 1 }, { get: opt("drop_rate"), color: "#7fd6b4", width: 1 }] });
+    series: [{ get: base("lag"), color: COLORS.baseline }, { get: opt("lag"), color: COLORS.optimized }],
+    marks: [{ get: h => h.baseline && h.baseline.drop_rate > 0, color: COLORS.baseline },
+            { get: h => h.optimized && h.optimized.drop_rate > 0, color: COLORS.optimized }] });
 }
 
 function remember(state) {
