@@ -92,30 +92,31 @@ function renderNow(state) {
   }
 }
 
-// magma-like colour map for the spectrogram
-const LUT = (() => {
+// magma-like colour map for the spectrogram, as 32-bit RGBA pixels (little-endian: 0xAABBGGRR)
+const LUT32 = (() => {
   const stops = [[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66], [245, 125, 21], [250, 193, 39], [252, 255, 164]];
-  const lut = new Uint8ClampedArray(256 * 3);
+  const lut = new Uint32Array(256);
   for (let i = 0; i < 256; i++) {
     const x = i / 255 * (stops.length - 1), k = Math.min(stops.length - 2, Math.floor(x)), f = x - k;
-    for (let c = 0; c < 3; c++) lut[3 * i + c] = stops[k][c] + f * (stops[k + 1][c] - stops[k][c]);
+    const [r, g, b] = [0, 1, 2].map(c => Math.round(stops[k][c] + f * (stops[k + 1][c] - stops[k][c])));
+    lut[i] = (255 << 24 | b << 16 | g << 8 | r) >>> 0;
   }
   return lut;
 })();
+const spec = { image: null, pixels: null, buffer: document.createElement("canvas") };
 
-function drawSpectrogram(spec) {
+function drawSpectrogram(s) {
   const canvas = $("#spectrogram"), ctx = canvas.getContext("2d");
-  const bytes = Uint8Array.from(atob(spec.data), ch => ch.charCodeAt(0));
-  const img = ctx.createImageData(spec.cols, spec.rows);
-  for (let i = 0; i < bytes.length; i++) {
-    const v = bytes[i];
-    img.data[4 * i] = LUT[3 * v]; img.data[4 * i + 1] = LUT[3 * v + 1]; img.data[4 * i + 2] = LUT[3 * v + 2]; img.data[4 * i + 3] = 255;
+  if (!spec.image || spec.image.width !== s.cols || spec.image.height !== s.rows) {
+    spec.image = new ImageData(s.cols, s.rows);
+    spec.pixels = new Uint32Array(spec.image.data.buffer);
+    spec.buffer.width = s.cols; spec.buffer.height = s.rows;
   }
-  if (!drawSpectrogram.buffer) { drawSpectrogram.buffer = document.createElement("canvas"); }
-  const buf = drawSpectrogram.buffer; buf.width = spec.cols; buf.height = spec.rows;
-  buf.getContext("2d").putImageData(img, 0, 0);
+  const bytes = atob(s.data), px = spec.pixels;
+  for (let i = 0; i < bytes.length; i++) px[i] = LUT32[bytes.charCodeAt(i)];
+  spec.buffer.getContext("2d").putImageData(spec.image, 0, 0);
   ctx.imageSmoothingEnabled = false;
-  ctx.drawImage(buf, 0, 0, canvas.width, canvas.height);
+  ctx.drawImage(spec.buffer, 0, 0, canvas.width, canvas.height);
 }
 
 function drawWaveform(w) {
@@ -129,8 +130,13 @@ function drawWaveform(w) {
   }
 }
 
+// chart sizes are read once and on resize: reading clientWidth after DOM updates forces a layout per redraw
+const chartSizes = new Map();
+window.addEventListener("resize", () => chartSizes.clear());
+
 function lineChart(canvas, opts) {
-  const dpr = window.devicePixelRatio || 1, cssW = canvas.clientWidth || canvas.width, cssH = canvas.clientHeight || canvas.height;
+  if (!chartSizes.has(canvas)) chartSizes.set(canvas, [canvas.clientWidth || canvas.width, canvas.clientHeight || canvas.height]);
+  const dpr = window.devicePixelRatio || 1, [cssW, cssH] = chartSizes.get(canvas);
   if (canvas.width !== Math.round(cssW * dpr)) { canvas.width = Math.round(cssW * dpr); canvas.height = Math.round(cssH * dpr); }
   const ctx = canvas.getContext("2d");
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
