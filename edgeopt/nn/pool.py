@@ -12,23 +12,9 @@ import math
 
 import torch
 from torch import nn
+from torch.nn.modules.utils import _pair
 
-from edgeopt import ops
-from edgeopt._native import _C
-from edgeopt.threads import get_num_threads
-
-
-def _pair(v) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
-def pool_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil_mode: bool) -> int:
-    """torch's max_pool2d output size along one axis."""
-    span = size + 2 * pad - dilation * (kernel - 1) - 1
-    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + pad:
-        out -= 1  # the last window would start in the padding
-    return out
+from edgeopt import kernels, ops
 
 
 class MaxPool2d(nn.MaxPool2d):
@@ -42,27 +28,14 @@ class MaxPool2d(nn.MaxPool2d):
         return cls(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.return_indices, pool.ceil_mode)
 
     def forward(self, x: torch.Tensor):
-        if (self.return_indices or x.device.type != "cpu" or x.dim() != 4
+        if (self.return_indices or not x.is_cpu or x.dim() != 4
                 or x.dtype not in (torch.float32, torch.uint8)
                 or not x.is_contiguous(memory_format=torch.channels_last)):
             return super().forward(x)
-        k, s, p, d = (_pair(v) for v in (self.kernel_size, self.stride or self.kernel_size, self.padding,
-                                          self.dilation))
+        window = (self.kernel_size, self.stride or self.kernel_size, self.padding, self.dilation)
         if torch.compiler.is_compiling():
-            return ops.maxpool2d_nhwc(x.permute(0, 2, 3, 1), list(k), list(s), list(p), list(d),
-                                      self.ceil_mode).permute(0, 3, 1, 2)
-        return _maxpool_nhwc(x.permute(0, 2, 3, 1), k, s, p, d, self.ceil_mode).permute(0, 3, 1, 2)
-
-
-def _maxpool_nhwc(x_nhwc: torch.Tensor, k, s, p, d, ceil_mode: bool) -> torch.Tensor:
-    n, h, w, c = x_nhwc.shape
-    oh = pool_output_size(h, k[0], s[0], p[0], d[0], ceil_mode)
-    ow = pool_output_size(w, k[1], s[1], p[1], d[1], ceil_mode)
-    if oh < 1 or ow < 1:
-        raise ValueError(f"edgeopt MaxPool2d: input {h}x{w} is smaller than the pooling window")
-    out = torch.empty((n, oh, ow, c), dtype=x_nhwc.dtype)
-    _C.maxpool2d(x_nhwc.detach().numpy(), out.numpy(), k, s, p, d, get_num_threads())
-    return out
+            return ops.max_pool2d(x, *(list(_pair(v)) for v in window), self.ceil_mode)
+        return kernels.max_pool2d(x, *window, self.ceil_mode)  # takes ints or pairs
 
 
 def _check_quant(owner: str, scale: float, zero_point: int) -> tuple[float, int]:
@@ -111,20 +84,10 @@ class GlobalAvgPool2d(nn.Module):
         if self._input_quant is None:
             raise TypeError("edgeopt GlobalAvgPool2d: uint8 input needs its quantization parameters; call "
                             "set_input_quant(scale, zero_point) first")
-        if x.device.type != "cpu" or x.dim() != 4:
-            raise ValueError(f"edgeopt GlobalAvgPool2d expects a 4-D (N, C, H, W) CPU tensor, got {tuple(x.shape)} "
-                             f"on {x.device}")
-        n, c, h, w = x.shape
-        if h * w == 0:
-            raise ValueError("edgeopt GlobalAvgPool2d: cannot average an empty image")
-        x_nhwc = x.permute(0, 2, 3, 1).contiguous()
         (scale, zero_point), out_quant = self._input_quant, self._output_quant
         out_scale, out_zero_point = out_quant or (1.0, 0)
-        if torch.compiler.is_compiling():
-            y = ops.global_avgpool_u8(x_nhwc, scale, zero_point, out_scale, out_zero_point, out_quant is not None)
-        else:
-            y = _global_avgpool_nhwc(x_nhwc, scale, zero_point, out_scale, out_zero_point, out_quant is not None)
-        return y.view(n, c, 1, 1)
+        run = ops.global_avgpool_u8 if torch.compiler.is_compiling() else kernels.global_avgpool_u8
+        return run(x, scale, zero_point, out_scale, out_zero_point, out_quant is not None)
 
     def get_extra_state(self) -> dict:
         return {"input_quant": self._input_quant, "output_quant": self._output_quant}
@@ -140,12 +103,3 @@ class GlobalAvgPool2d(nn.Module):
         if self._output_quant is not None:
             parts.append(f"output=uint8{self._output_quant}")
         return ", ".join(parts)
-
-
-def _global_avgpool_nhwc(x_nhwc: torch.Tensor, scale: float, zero_point: int, out_scale: float, out_zero_point: int,
-                         out_uint8: bool) -> torch.Tensor:
-    n, _, _, c = x_nhwc.shape
-    out = torch.empty((n, c), dtype=torch.uint8 if out_uint8 else torch.float32)
-    _C.global_avgpool(x_nhwc.detach().numpy(), out.numpy(), scale, zero_point, out_scale, out_zero_point,
-                      get_num_threads())
-    return out
