@@ -209,3 +209,40 @@ def test_a_spatial_mean_becomes_the_uint8_pool(keepdim):
     with torch.no_grad():
         ref, out = model(data(1, 5)[0]), lowered(data(1, 5)[0])
     assert out.shape == ref.shape and 10 * math.log10(ref.pow(2).mean() / (ref - out).pow(2).mean()) > 25
+
+
+class SigmoidMeanHead(nn.Module):
+    """A mean over something no int8 layer hands over in uint8 (a sigmoid), beside one that is."""
+
+    def __init__(self, keepdim, module):
+        super().__init__()
+        self.keepdim = keepdim
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1) if module else None
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        y = torch.sigmoid(self.conv(x))
+        y = self.pool(y) if self.pool is not None else y.mean((2, 3), keepdim=self.keepdim)
+        return self.fc(y.flatten(1))
+
+
+@pytest.mark.parametrize("keepdim, module", [(False, False), (True, False), (False, True)])
+def test_a_global_pool_without_uint8_input_is_given_back_as_it_was(keepdim, module):
+    """edgeopt's pool only pays on uint8 input; on float input the lowering leaves torch's mean (or
+    nn.AdaptiveAvgPool2d) in place, so a native plan is not split by a module there."""
+    from edgeopt.nn import GlobalAvgPool2d
+
+    torch.manual_seed(0)
+    model = SigmoidMeanHead(keepdim, module).eval()
+    lowered, report = edgeopt.quantize(model, data(2), progress=False, measure=False)
+    assert not any(isinstance(m, GlobalAvgPool2d) for m in lowered.modules())
+    assert not report["conv"].u8_output
+    if module:
+        assert type(lowered.get_submodule("pool")) is nn.AdaptiveAvgPool2d
+    else:
+        means = [n for n in lowered.graph.nodes if n.op == "call_method" and n.target == "mean"]
+        assert len(means) == 1 and means[0].kwargs["keepdim"] == keepdim
+    with torch.no_grad():
+        ref, out = model(data(1, 5)[0]), lowered(data(1, 5)[0])
+    assert out.shape == ref.shape and 10 * math.log10(ref.pow(2).mean() / (ref - out).pow(2).mean()) > 25

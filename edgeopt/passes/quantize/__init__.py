@@ -39,7 +39,7 @@ from edgeopt.passes.quantize import candidates as cand
 from edgeopt.passes.quantize.bn import fold_batchnorm
 from edgeopt.passes.quantize.fusion import rewrite
 from edgeopt.passes.quantize.gptq import WEIGHT_ROUNDINGS, gptq_applies, gptq_round, input_rows, linear_rows
-from edgeopt.passes.quantize.layout import link_channels_last, link_u8, reset_hand_offs
+from edgeopt.passes.quantize.layout import link_channels_last, link_u8, reset_hand_offs, restore_float_pools
 from edgeopt.passes.quantize.observers import OBSERVERS, Stats, calibrate, input_range
 from edgeopt.passes.quantize.plan import (Layer, check_calibrated, find_layers, global_pools, plan_fusion,
                                           plan_residual, trace)
@@ -120,6 +120,8 @@ class Lowering:
                 pass
         # channel means (AdaptiveAvgPool2d(1), x.mean((2, 3))): edgeopt's pool averages a conv's uint8 output
         self.global_pools = global_pools(gm) if gm is not None and dtype == "int8" else []
+        self.functional_pools = {name: gm.get_submodule(name).edgeopt_replaces for name in self.global_pools
+                                 if hasattr(gm.get_submodule(name), "edgeopt_replaces")}
         modules = dict(root.named_modules())
         # names from the model itself: gm lacks what forward never calls
         self.layers: list[Layer] = find_layers(work, gm, skip, only)
@@ -260,6 +262,7 @@ class Lowering:
             link_channels_last(gm, view)
         if self.u8_between_layers:
             link_u8(gm, view, self.pool_ranges)
+        restore_float_pools(gm, self.functional_pools)
         self._record(active)
         return gm.eval()
 

@@ -15,6 +15,7 @@ from torch import fx, nn
 
 from edgeopt.nn.pool import GlobalAvgPool2d
 from edgeopt.nn.pool import MaxPool2d as EdgeoptMaxPool2d
+from edgeopt.passes.common import set_submodule
 
 
 def emits_u8(m: nn.Module) -> bool:
@@ -113,6 +114,39 @@ def link_u8(gm: fx.GraphModule, layers, pool_ranges=None) -> None:
             modules[name].set_input_quant(scale, zero_point)
         layer.report.u8_output = True
         layer.report.u8_output_to = tuple(c.name for c in found) + tuple(pools)
+
+
+def restore_float_pools(gm: fx.GraphModule, functional: dict[str, str]) -> None:
+    """A global pool left without uint8 input gains nothing from edgeopt's module, and a module there would
+    split a native plan (edgeopt.runtime) where torch's function runs after it: the pools made from a
+    function (`functional`: name -> "adaptive_avg_pool2d" | "mean flat" | "mean keep", see global_pools)
+    become that function again, those that were modules nn.AdaptiveAvgPool2d(1) again."""
+    modules = dict(gm.named_modules())
+    changed = False
+    for node in list(gm.graph.nodes):
+        m = modules.get(node.target) if node.op == "call_module" else None
+        if not isinstance(m, GlobalAvgPool2d) or m._input_quant is not None:
+            continue
+        form = functional.get(node.target)
+        if form is None:
+            set_submodule(gm, node.target, nn.AdaptiveAvgPool2d(1))
+            continue
+        replaced = node
+        with gm.graph.inserting_before(node):
+            if form == "adaptive_avg_pool2d":
+                call = gm.graph.call_function(F.adaptive_avg_pool2d, (node.args[0], 1))
+            else:
+                call = gm.graph.call_method("mean", (node.args[0], (2, 3)), {"keepdim": form == "mean keep"})
+        if form == "mean flat":  # global_pools put a flatten after the pool: the mean replaces both
+            (replaced,) = node.users
+        replaced.replace_all_uses_with(call)
+        gm.graph.erase_node(replaced)
+        if replaced is not node:
+            gm.graph.erase_node(node)
+        changed = True
+    if changed:
+        gm.delete_all_unused_submodules()
+        gm.recompile()
 
 
 # Ops whose result has its input's memory format, and whose values do not depend on it.

@@ -179,7 +179,9 @@ def global_pools(gm: fx.GraphModule) -> list[str]:
         if not (functional or spatial_mean is not None):
             continue
         name = f"{node.name}_module"
-        gm.add_submodule(name, nn.AdaptiveAvgPool2d(1))
+        pool = nn.AdaptiveAvgPool2d(1)
+        pool.edgeopt_replaces = "adaptive_avg_pool2d" if functional else f"mean {spatial_mean}"  # see restore_float_pools
+        gm.add_submodule(name, pool)
         with gm.graph.inserting_before(node):
             new = gm.graph.call_module(name, (node.args[0],))
             if spatial_mean == "flat":  # x.mean((2, 3)): (N, C), the pool's (N, C, 1, 1) flattened
