@@ -212,24 +212,28 @@ def sparse_linear(x: torch.Tensor, packed_weight: torch.Tensor, in_features: int
 
 
 def sparse_quant_linear_output(x, packed_weight, in_features: int, out_features: int, dynamic: bool,
-                               x_scale: float, x_zero_point: int, out_min: float, out_max: float) -> torch.Tensor:
+                               x_scale: float, x_zero_point: int, out_min: float, out_max: float, out_scale: float = 1.0,
+                               out_zero_point: int = 0, out_uint8: bool = False) -> torch.Tensor:
     _check_device(SPARSE_LINEAR, x)
-    _check_input_dtype(SPARSE_LINEAR, x, False, dynamic)
+    _check_input_dtype(SPARSE_LINEAR, x, True, dynamic)
     _check_features(SPARSE_LINEAR, x, in_features)
     _check_packed(SPARSE_LINEAR, packed_weight)
-    _check_quant_args(SPARSE_LINEAR, dynamic, x_scale, x_zero_point, out_min, out_max, 1.0, 0, False)
-    return x.new_empty((*x.shape[:-1], out_features))
+    _check_quant_args(SPARSE_LINEAR, dynamic, x_scale, x_zero_point, out_min, out_max, out_scale, out_zero_point,
+                      out_uint8)
+    return x.new_empty((*x.shape[:-1], out_features), dtype=torch.uint8 if out_uint8 else torch.float32)
 
 
 def sparse_quant_linear(x: torch.Tensor, packed_weight: torch.Tensor, in_features: int, out_features: int,
                         dynamic: bool, x_scale: float, x_zero_point: int, out_min: float = -math.inf,
-                        out_max: float = math.inf) -> torch.Tensor:
-    """Block-sparse int8 linear (the QuantLinear scheme with an int8 sp_pack buffer): (..., K) -> (..., N) float32."""
+                        out_max: float = math.inf, out_scale: float = 1.0, out_zero_point: int = 0,
+                        out_uint8: bool = False) -> torch.Tensor:
+    """Block-sparse int8 linear (the QuantLinear scheme with an int8 sp_pack buffer): (..., K) float32 (or uint8
+    with the static input parameters) -> (..., N) float32 (or uint8 with out_uint8)."""
     out = sparse_quant_linear_output(x, packed_weight, in_features, out_features, dynamic, x_scale, x_zero_point,
-                                     out_min, out_max)
+                                     out_min, out_max, out_scale, out_zero_point, out_uint8)
     if _computes(SPARSE_LINEAR, x, out, packed_weight):
         _C.sp_qlinear(_array(_rows(x, in_features)), packed_weight.numpy(), _out_rows(out, out_features).numpy(),
-                      dynamic, x_scale, x_zero_point, out_min, out_max, 1.0, 0, get_num_threads())
+                      dynamic, x_scale, x_zero_point, out_min, out_max, out_scale, out_zero_point, get_num_threads())
     return out
 
 
@@ -348,15 +352,19 @@ def _quant_conv2d_checked(x, packed_weight, in_channels, out_channels, kernel, s
     _check_input_dtype(QUANT_CONV, x, True, dynamic)
     _check_quant_args(QUANT_CONV, dynamic, x_scale, x_zero_point, out_min, out_max, out_scale, out_zero_point,
                       out_uint8)
-    if residual is not None:
-        _check_device(QUANT_CONV, residual)
-        shape = g.output_shape(out_channels)
-        if residual.dtype != torch.float32 or tuple(residual.shape) != shape:
-            raise ValueError(f"edgeopt {QUANT_CONV}: residual must be float32 of the output's shape {shape}, got "
-                             f"{residual.dtype} {tuple(residual.shape)}")
+    _check_residual(QUANT_CONV, residual, g.output_shape(out_channels))
     out = g.output(x, out_channels, torch.uint8 if out_uint8 else torch.float32,
                    channels_last_output or _channels_last(x))
     return g, out
+
+
+def _check_residual(label: str, residual: torch.Tensor | None, shape: tuple) -> None:
+    if residual is None:
+        return
+    _check_device(label, residual)
+    if residual.dtype != torch.float32 or tuple(residual.shape) != shape:
+        raise ValueError(f"edgeopt {label}: residual must be float32 of the output's shape {shape}, got "
+                         f"{residual.dtype} {tuple(residual.shape)}")
 
 
 def quant_conv2d_output(x: torch.Tensor, packed_weight: torch.Tensor, in_channels: int, out_channels: int,
@@ -389,32 +397,45 @@ def quant_conv2d(x: torch.Tensor, packed_weight: torch.Tensor, in_channels: int,
 
 
 def _sparse_conv2d_checked(x, packed_weight, in_channels, out_channels, kernel, stride, padding, dilation, dynamic,
-                           x_scale, x_zero_point, out_min, out_max) -> tuple[_Window, torch.Tensor]:
+                           x_scale, x_zero_point, out_min, out_max, out_scale, out_zero_point, out_uint8,
+                           channels_last_output, residual) -> tuple[_Window, torch.Tensor]:
     g = _conv_checks(SPARSE_CONV, x, packed_weight, in_channels, out_channels, kernel, stride, padding, dilation, 1)
-    _check_input_dtype(SPARSE_CONV, x, False, dynamic)
-    _check_quant_args(SPARSE_CONV, dynamic, x_scale, x_zero_point, out_min, out_max, 1.0, 0, False)
-    return g, g.output(x, out_channels, torch.float32, _channels_last(x))
+    _check_input_dtype(SPARSE_CONV, x, True, dynamic)  # uint8: int8 weights only (the core says so otherwise)
+    _check_quant_args(SPARSE_CONV, dynamic, x_scale, x_zero_point, out_min, out_max, out_scale, out_zero_point,
+                      out_uint8)
+    _check_residual(SPARSE_CONV, residual, g.output_shape(out_channels))
+    out = g.output(x, out_channels, torch.uint8 if out_uint8 else torch.float32,
+                   channels_last_output or _channels_last(x))
+    return g, out
 
 
 def sparse_conv2d_output(x: torch.Tensor, packed_weight: torch.Tensor, in_channels: int, out_channels: int,
                          kernel: list[int], stride: list[int], padding: list[int], dilation: list[int], dynamic: bool,
-                         x_scale: float, x_zero_point: int, out_min: float, out_max: float) -> torch.Tensor:
+                         x_scale: float, x_zero_point: int, out_min: float, out_max: float, out_scale: float = 1.0,
+                         out_zero_point: int = 0, out_uint8: bool = False, channels_last_output: bool = False,
+                         residual: torch.Tensor | None = None) -> torch.Tensor:
     return _sparse_conv2d_checked(x, packed_weight, in_channels, out_channels, kernel, stride, padding, dilation,
-                                  dynamic, x_scale, x_zero_point, out_min, out_max)[1]
+                                  dynamic, x_scale, x_zero_point, out_min, out_max, out_scale, out_zero_point,
+                                  out_uint8, channels_last_output, residual)[1]
 
 
 def sparse_conv2d(x: torch.Tensor, packed_weight: torch.Tensor, in_channels: int, out_channels: int, kernel, stride,
                   padding, dilation, dynamic: bool, x_scale: float, x_zero_point: int, out_min: float = -math.inf,
-                  out_max: float = math.inf) -> torch.Tensor:
-    """Block-sparse convolution (groups 1), fp32 or int8 packed weights: x float32 -> float32."""
+                  out_max: float = math.inf, out_scale: float = 1.0, out_zero_point: int = 0, out_uint8: bool = False,
+                  channels_last_output: bool = False, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """Block-sparse convolution (groups 1), fp32 or int8 packed weights: x float32 (int8 weights: or uint8 with the
+    static input parameters) -> float32 (int8 weights: or uint8 with out_uint8); residual (int8 weights in
+    16-column blocks: float32 of the output's shape) is added before the clamp -- as quant_conv2d."""
     g, out = _sparse_conv2d_checked(x, packed_weight, in_channels, out_channels, kernel, stride, padding, dilation,
-                                    dynamic, x_scale, x_zero_point, out_min, out_max)
+                                    dynamic, x_scale, x_zero_point, out_min, out_max, out_scale, out_zero_point,
+                                    out_uint8, channels_last_output, residual)
     if not _computes(SPARSE_CONV, x, out, packed_weight):
         return out
     x_nhwc, packed = g.nhwc_input(x), packed_weight.numpy()
+    residual_nhwc = None if residual is None else g.nhwc_input(residual)
     return g.run(out, lambda out_nhwc: _C.sp_conv2d(
         x_nhwc, packed, out_nhwc, g.kernel, g.stride, g.padding, g.dilation, dynamic, x_scale, x_zero_point, out_min,
-        out_max, 1.0, 0, get_num_threads()))
+        out_max, out_scale, out_zero_point, get_num_threads(), residual_nhwc))
 
 
 def _max_pool2d_checked(x, kernel, stride, padding, dilation, ceil_mode) -> tuple[_Window, torch.Tensor]:

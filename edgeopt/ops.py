@@ -66,11 +66,12 @@ sparse_linear.register_fake(kernels.sparse_linear_output)
 
 @torch.library.custom_op("edgeopt::sparse_quant_linear", mutates_args=())
 def sparse_quant_linear(x: torch.Tensor, packed_weight: torch.Tensor, in_features: int, out_features: int,
-                        dynamic: bool, x_scale: float, x_zero_point: int, out_min: float,
-                        out_max: float) -> torch.Tensor:
-    """(..., K) float32 -> (..., N) float32: the int8 layer (quant_linear) with W int8 block-sparse."""
+                        dynamic: bool, x_scale: float, x_zero_point: int, out_min: float, out_max: float,
+                        out_scale: float = 1.0, out_zero_point: int = 0, out_uint8: bool = False) -> torch.Tensor:
+    """(..., K) float32 (or uint8) -> (..., N) float32 (or uint8): the int8 layer (quant_linear) with W int8
+    block-sparse."""
     return kernels.sparse_quant_linear(x, packed_weight, in_features, out_features, dynamic, x_scale, x_zero_point,
-                                       out_min, out_max)
+                                       out_min, out_max, out_scale, out_zero_point, out_uint8)
 
 
 sparse_quant_linear.register_fake(kernels.sparse_quant_linear_output)
@@ -95,10 +96,14 @@ quant_conv2d.register_fake(kernels.quant_conv2d_output)
 @torch.library.custom_op("edgeopt::sparse_conv2d", mutates_args=())
 def sparse_conv2d(x: torch.Tensor, packed_weight: torch.Tensor, in_channels: int, out_channels: int,
                   kernel: list[int], stride: list[int], padding: list[int], dilation: list[int], dynamic: bool,
-                  x_scale: float, x_zero_point: int, out_min: float, out_max: float) -> torch.Tensor:
-    """(N, C, H, W) or (C, H, W) float32 -> float32: block-sparse conv (groups 1), fp32 or int8 packed weights."""
+                  x_scale: float, x_zero_point: int, out_min: float, out_max: float, out_scale: float = 1.0,
+                  out_zero_point: int = 0, out_uint8: bool = False, channels_last_output: bool = False,
+                  residual: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, C, H, W) or (C, H, W) float32 (int8 weights: or uint8) -> block-sparse conv (groups 1) output, float32
+    (int8 weights: or uint8); residual: optional float32 of the output's shape added before the clamp."""
     return kernels.sparse_conv2d(x, packed_weight, in_channels, out_channels, kernel, stride, padding, dilation,
-                                 dynamic, x_scale, x_zero_point, out_min, out_max)
+                                 dynamic, x_scale, x_zero_point, out_min, out_max, out_scale, out_zero_point,
+                                 out_uint8, channels_last_output, residual)
 
 
 sparse_conv2d.register_fake(kernels.sparse_conv2d_output)

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from edgeopt.passes.common import callable_module, model_inputs
-from edgeopt.passes.macs import count_macs, weight_bytes
+from edgeopt.perf.cost import macs_per_sample, weight_bytes
 from edgeopt.passes.report import BackOff, Report
 from edgeopt.passes.timing import time_model_ms
 
@@ -215,7 +215,7 @@ def _model_figures(model: nn.Module, x1: torch.Tensor | None, measure: bool) -> 
     was = model.training
     model.eval()
     try:
-        macs = count_macs(model, x1)
+        macs = macs_per_sample(model, x1)
         latency = time_model_ms(model, x1) if measure else None
     finally:
         model.train(was)

@@ -11,7 +11,7 @@ import edgeopt
 from edgeopt.models import get_model
 from edgeopt.nn import LowRankLinear, QuantConv2d, SparseConv2d, SparseLinear
 from edgeopt.nn._qparams import WEIGHT_MAX
-from edgeopt.passes.macs import count_macs, weight_bytes
+from edgeopt.perf.cost import macs_per_sample, weight_bytes
 from edgeopt.passes.quantize import Lowering
 from edgeopt.passes.quantize.candidates import FLOAT_MARGIN, choose
 from edgeopt.passes.quantize.gptq import gptq_round
@@ -46,6 +46,10 @@ def test_sparse_and_dense_int8_give_the_same_numbers(u8):
     x = torch.randn(3, 3, 32, 32)
     sparse = lowering.assemble({name: "sparse int8" for name in pruned})
     assert all(isinstance(sparse.get_submodule(n), (SparseConv2d, SparseLinear)) for n in pruned)
+    rows = {r.name: r for r in lowering.layers}
+    # the sparse convs take the residual adds and the uint8 hand-offs the dense ones take
+    assert rows["layer2.0.conv2"].report.residual_add and rows["layer2.0.conv2"].report.activation == "relu"
+    assert rows["layer2.0.conv1"].report.u8_output == u8 and rows["layer2.0.conv1"].report.channels_last_output
     with torch.no_grad():
         y_sparse = sparse(x).clone()
     dense = lowering.assemble({name: "dense int8" for name in pruned})
@@ -128,7 +132,7 @@ def test_low_rank_layer_lowers_to_int8_factors_with_static_ranges():
     with torch.no_grad():
         ref, out = model(batches[0]), lowered(batches[0])
     assert 10 * math.log10(ref.pow(2).mean() / (ref - out).pow(2).mean()) > 30
-    assert count_macs(lowered.get_submodule("2"), torch.randn(1, 96)) == 12 * (96 + 64)
+    assert macs_per_sample(lowered.get_submodule("2"), torch.randn(1, 96)) == 12 * (96 + 64)
 
 
 def test_time_candidates_times_each_in_turn():
@@ -146,3 +150,99 @@ def test_time_candidates_times_each_in_turn():
     times = time_candidates({"a": Counting("a"), "b": Counting("b")}, torch.zeros(1), rounds=3)
     assert set(times) == {"a", "b"} and all(t > 0 for t in times.values())
     assert calls["a"] > 3 and calls["b"] > 3
+
+
+class FunctionalPool(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.fc = nn.Linear(32, 4)
+
+    def forward(self, x):
+        y = torch.relu(self.conv2(torch.relu(self.conv(x))))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(y, 1), 1))
+
+
+@pytest.mark.parametrize("model_fn", [lambda: get_model("resnet10_cifar_slim").eval(), lambda: FunctionalPool().eval()])
+def test_global_average_pool_takes_the_last_conv_in_uint8(model_fn):
+    from edgeopt.nn import GlobalAvgPool2d
+
+    torch.manual_seed(0)
+    model = model_fn()
+    batches = data(2)
+    lowered, report = edgeopt.quantize(model, batches, progress=False, measure=False)
+    pools = [n for n, m in lowered.named_modules() if isinstance(m, GlobalAvgPool2d)]
+    assert len(pools) == 1 and not any(type(m) is nn.AdaptiveAvgPool2d for m in lowered.modules())
+    last = "layer4.0.conv2" if "layer4.0.conv2" in dict(lowered.named_modules()) else "conv2"
+    assert report[last].u8_output and report[last].u8_output_to == (pools[0],)
+    float_pool, _ = edgeopt.quantize(model, batches, progress=False, measure=False, u8_between_layers=False)
+    assert not any(report.u8_output for report in _)
+    with torch.no_grad():
+        ref, out, out_float_pool = model(batches[0]), lowered(batches[0]), float_pool(batches[0])
+    assert 10 * math.log10(ref.pow(2).mean() / (ref - out).pow(2).mean()) > 25
+    # the uint8 pool differs from the float one by the output rounding of the last conv only
+    assert float((out - out_float_pool).abs().max()) < 0.05 * float(ref.abs().max())
+
+
+class MeanHead(nn.Module):
+    def __init__(self, keepdim):
+        super().__init__()
+        self.keepdim = keepdim
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x)).mean((2, 3), keepdim=self.keepdim)
+        return self.fc(y.flatten(1))
+
+
+@pytest.mark.parametrize("keepdim", [False, True])
+def test_a_spatial_mean_becomes_the_uint8_pool(keepdim):
+    from edgeopt.nn import GlobalAvgPool2d
+
+    torch.manual_seed(0)
+    model = MeanHead(keepdim).eval()
+    lowered, report = edgeopt.quantize(model, data(2), progress=False, measure=False)
+    assert sum(isinstance(m, GlobalAvgPool2d) for m in lowered.modules()) == 1
+    assert report["conv"].u8_output
+    with torch.no_grad():
+        ref, out = model(data(1, 5)[0]), lowered(data(1, 5)[0])
+    assert out.shape == ref.shape and 10 * math.log10(ref.pow(2).mean() / (ref - out).pow(2).mean()) > 25
+
+
+class SigmoidMeanHead(nn.Module):
+    """A mean over something no int8 layer hands over in uint8 (a sigmoid), beside one that is."""
+
+    def __init__(self, keepdim, module):
+        super().__init__()
+        self.keepdim = keepdim
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1) if module else None
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        y = torch.sigmoid(self.conv(x))
+        y = self.pool(y) if self.pool is not None else y.mean((2, 3), keepdim=self.keepdim)
+        return self.fc(y.flatten(1))
+
+
+@pytest.mark.parametrize("keepdim, module", [(False, False), (True, False), (False, True)])
+def test_a_global_pool_without_uint8_input_is_given_back_as_it_was(keepdim, module):
+    """edgeopt's pool only pays on uint8 input; on float input the lowering leaves torch's mean (or
+    nn.AdaptiveAvgPool2d) in place, so a native plan is not split by a module there."""
+    from edgeopt.nn import GlobalAvgPool2d
+
+    torch.manual_seed(0)
+    model = SigmoidMeanHead(keepdim, module).eval()
+    lowered, report = edgeopt.quantize(model, data(2), progress=False, measure=False)
+    assert not any(isinstance(m, GlobalAvgPool2d) for m in lowered.modules())
+    assert not report["conv"].u8_output
+    if module:
+        assert type(lowered.get_submodule("pool")) is nn.AdaptiveAvgPool2d
+    else:
+        means = [n for n in lowered.graph.nodes if n.op == "call_method" and n.target == "mean"]
+        assert len(means) == 1 and means[0].kwargs["keepdim"] == keepdim
+    with torch.no_grad():
+        ref, out = model(data(1, 5)[0]), lowered(data(1, 5)[0])
+    assert out.shape == ref.shape and 10 * math.log10(ref.pow(2).mean() / (ref - out).pow(2).mean()) > 25

@@ -513,9 +513,10 @@ def test_residual_add_fusion_matches_the_unfused_graph(monkeypatch):
     torch.manual_seed(0)
     model = randomize_bn(get_model("resnet10_cifar_slim"))
     data = batches((2, 3, 32, 32))
-    fused, report = quantize(model, data, weight_rounding="nearest", progress=False)
+    # float hand-offs: with the add fused, the last conv could hand the average pool uint8, without not
+    fused, report = quantize(model, data, weight_rounding="nearest", progress=False, u8_between_layers=False)
     monkeypatch.setattr(module, "FUSE_RESIDUAL_ADD", False)
-    plain, plain_report = quantize(model, data, weight_rounding="nearest", progress=False)
+    plain, plain_report = quantize(model, data, weight_rounding="nearest", progress=False, u8_between_layers=False)
     assert not any(r.residual_add for r in plain_report) and plain_report["layer1.0.conv2"].activation is None
     assert "layer1.0.relu" in dict(plain.named_modules())  # the shared ReLU after the add is not fusable
     with torch.no_grad():
@@ -558,14 +559,32 @@ def test_u8_hand_off_through_max_pools_is_exact():
     f32, report_f32 = quantize(model, data, weight_rounding="nearest", u8_between_layers=False, progress=False)
     links = {r.name: r.u8_output_to for r in report if r.u8_output}
     # features.0 (one input channel) stays float; 4 -> 7 and 11 -> 14 directly, 7 -> 11 and 14 -> 18 through
-    # max-pools; 18 feeds the last max-pool and the average pool: float
+    # max-pools; 18 through the last max-pool into the global average pool (uint8 in its calibrated range)
     assert links == {"features.4": ("features.7",), "features.7": ("features.11",), "features.11": ("features.14",),
-                     "features.14": ("features.18",)}
+                     "features.14": ("features.18",), "features.18": ("avgpool",)}
     assert not any(r.u8_output for r in report_f32) and report.u8_between_layers
     assert all(isinstance(m, MaxPool2d) for m in u8.modules() if isinstance(m, nn.MaxPool2d))
+    seen = {}
+
+    def keep(key):
+        def hook(_m, inputs):
+            seen.setdefault(key, inputs[0].float())  # returns None: the input is not replaced
+        return hook
+
     with torch.no_grad():
         x = torch.randn(3, 1, 32, 32)
-        assert torch.equal(u8(x), f32(x))
+        # between int8 convs the hand-off is exact: the last conv sees the same input either way
+        for key, m in (("u8", u8), ("f32", f32)):
+            handle = m.get_submodule("features.18").register_forward_pre_hook(keep(key))
+            y = m(x)
+            handle.remove()
+            seen[key + " out"] = y
+        conv = f32.get_submodule("features.18")
+        scale, zero_point = float(conv.input_scale), int(conv.input_zero_point)
+        quantized = torch.clamp(torch.round(seen["f32"] / scale) + zero_point, 0, 255)  # what the conv does with it
+        assert torch.equal(seen["u8"], quantized)
+        ref = seen["f32 out"]
+        assert float((seen["u8 out"] - ref).abs().max()) < 0.05 * float(ref.abs().max())  # the pool's rounding
 
 
 def test_a_float_stem_hands_channels_last_to_the_quantized_layers_after_it():

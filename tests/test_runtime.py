@@ -76,47 +76,19 @@ def test_plan_is_bit_identical_to_the_modules(name, threads):
             assert_identical(compiled(xb), qmodel(xb))
 
 
-def with_u8_global_pool(qmodel):
-    """The quantized model with its float AdaptiveAvgPool2d replaced by edgeopt's pool on the last conv's uint8
-    output (what the quantize pass will hand over): the whole model becomes one plan."""
-    gm = copy.deepcopy(qmodel)
-    pool_node = next(n for n in gm.graph.nodes if n.op == "call_module" and isinstance(
-        gm.get_submodule(n.target), nn.AdaptiveAvgPool2d))
-    producer = gm.get_submodule(pool_node.args[0].target)
-    producer.set_output_quant(0.03, 0)
-    pool = GlobalAvgPool2d.from_float(gm.get_submodule(pool_node.target))
-    pool.set_input_quant(0.03, 0)
-    parent, _, leaf = pool_node.target.rpartition(".")
-    setattr(gm.get_submodule(parent) if parent else gm, leaf, pool)
-    return gm
-
-
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
 def test_one_plan_for_the_whole_model_with_the_u8_global_pool(name, threads):
-    qmodel, shape = quantized(name)
-    gm = with_u8_global_pool(qmodel) if name == "resnet18" else None
-    if gm is None:  # MobileNetV2 calls F.adaptive_avg_pool2d: swap it for the module
-        gm = copy.deepcopy(qmodel)
-        node = next(n for n in gm.graph.nodes if n.target is F.adaptive_avg_pool2d)
-        producer = gm.get_submodule(node.args[0].target)
-        producer.set_output_quant(0.03, 0)
-        pool = GlobalAvgPool2d()
-        pool.set_input_quant(0.03, 0)
-        gm.add_module("gap", pool)
-        with gm.graph.inserting_after(node):
-            new = gm.graph.call_module("gap", (node.args[0],))
-        node.replace_all_uses_with(new)
-        gm.graph.erase_node(node)
-        gm.recompile()
+    qmodel, shape = quantized(name)  # the lowering hands the last conv's uint8 output to edgeopt's global pool
+    assert any(isinstance(m, GlobalAvgPool2d) for m in qmodel.modules())
     x = torch.randn(shape)
-    compiled = rt.compile(gm, x)
+    compiled = rt.compile(qmodel, x)
     assert len(rt.partitions(compiled)) == 1
     assert [n.op for n in compiled.graph.nodes] == ["placeholder", "call_module", "output"]
     with torch.no_grad():
         for n_threads in (1, 2):
             edgeopt.set_num_threads(n_threads)
             xb = torch.randn(2, *shape[1:])
-            assert_identical(compiled(xb), gm(xb))
+            assert_identical(compiled(xb), qmodel(xb))
 
 
 def test_saturating_and_other_spatial_inputs(threads):
@@ -314,9 +286,16 @@ def test_profile_reads_every_node():
     assert all(t.runs == 3 for t in p.nodes if t.op != "to_nhwc")
     assert all(t.macs > 0 for t in p.nodes if t.op.startswith("q"))
     assert 0 < p.nodes_ms <= p.native_ms <= p.forward_ms
-    assert p.torch_ms > 0 and set(p.torch_nodes) == {"adaptive_avg_pool2d"}  # what stays in torch today
+    assert p.torch_ms == 0 and not p.torch_nodes  # one plan: the global pool is edgeopt's uint8 one
     assert p.glue_ms == pytest.approx(p.forward_ms - p.nodes_ms - p.torch_ms)
     assert "outside any kernel" in rt.format_profile(p)
+    torch.manual_seed(3)
+    two, _ = quantize(TwoHeads().eval(), batches((2, 3, 8, 8)), progress=False, weight_rounding="nearest",
+                      measure=False)
+    x2 = torch.randn(2, 3, 8, 8)
+    p2 = rt.profile(rt.compile(two, x2), x2, runs=3, warmup=1)
+    assert p2.torch_ms > 0 and {"sigmoid", "mean"} <= set(p2.torch_nodes)  # the torch ops between the plans
+    assert p2.glue_ms == pytest.approx(p2.forward_ms - p2.nodes_ms - p2.torch_ms)
 
 
 @settings(max_examples=60, deadline=None)

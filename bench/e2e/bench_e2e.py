@@ -21,6 +21,11 @@ Contenders, every one at batch 1 on THREADS threads (OMP_NUM_THREADS, default 2)
   ov_fp32         OpenVINO CPU on the fp32 ONNX file, LATENCY hint, INFERENCE_PRECISION_HINT=f32
   ov_int8         OpenVINO CPU on the same QDQ ONNX file
   edgeopt         qmodel, report = edgeopt.quantize(model, calibration batches)
+  edgeopt_s80     edgeopt.optimize(model, [Prune(0.8, block=(16, 4)), Quantize()], data=calibration batches):
+  edgeopt_s90       one-shot block pruning to 80% / 90% and the int8 lowering (a speed figure)
+  edgeopt_ft      a lowered model made elsewhere (bench/accuracy/finetune_pipeline.py --lower: fine-tuned,
+                  pruned, int8), loaded from $EDGEOPT_LOWERED (a torch.save'd module): the very module whose
+                  accuracy was measured
   edgeopt_native  the same qmodel lowered by edgeopt.runtime.compile: one native plan per partition
 Every int8 contender is calibrated on the same 8 batches (see `inputs`). A contender whose package or API
 is missing raises Skip with the reason; it is never replaced by something else.
@@ -50,12 +55,13 @@ HERE = Path(__file__).resolve().parent
 
 MODELS = {  # name -> input shape (batch 1)
     "vgg_audio": (1, 1, 64, 128),
+    "cifar10": (1, 3, 32, 32),
     "resnet18": (1, 3, 224, 224),
     "mobilenet_v2": (1, 3, 224, 224),
     "resnet50": (1, 3, 224, 224),
 }
 IMPLS = ("eager", "compile", "compile_frozen", "torch_int8", "ort_fp32", "ort_int8", "ov_fp32", "ov_int8", "edgeopt",
-         "edgeopt_native")
+         "edgeopt_s80", "edgeopt_s90", "edgeopt_ft", "edgeopt_native")
 INT8_PEERS = ("torch_int8", "ort_int8", "ov_int8")
 CACHE = HERE.parent / "results" / "e2e-cache"
 THREADS = int(os.environ.get("OMP_NUM_THREADS", "2"))
@@ -117,7 +123,7 @@ def prepare(name: str) -> dict:
 
 # built modules that pickle: made once per run, loaded by the workers (FX-quantized torch_int8 modules do
 # not unpickle in torch 2.13: fx re-tracing fails on their quantized submodules)
-REUSABLE = ("edgeopt", "edgeopt_native")
+REUSABLE = ("edgeopt", "edgeopt_s80", "edgeopt_s90", "edgeopt_ft", "edgeopt_native")
 
 
 def build(impl: str, name: str, built: Path | None = None) -> tuple:
@@ -168,6 +174,25 @@ def _build(impl: str, name: str) -> tuple:
         if impl == "edgeopt_native":
             return _native(qmodel.eval(), meta, name)
         return qmodel.eval(), meta
+    if impl in ("edgeopt_s80", "edgeopt_s90"):
+        sparsity = int(impl[-2:]) / 100
+        qmodel, report = edgeopt.optimize(copy.deepcopy(model), [edgeopt.Prune(sparsity, block=(16, 4)),
+                                                                 edgeopt.Quantize()],
+                                          data=data["calib"], measure=False, progress=False)
+        kernels = [r.kernel for r in report if r.kernel]
+        meta["edgeopt_report"] = (f"optimize one-shot Prune({sparsity}, 16x4) + Quantize: sparsity {report.sparsity:.3f}, "
+                                  f"MACs {report.macs_after / 1e6:.1f}M of {report.macs_before / 1e6:.1f}M, kernels "
+                                  + ", ".join(f"{k} x{kernels.count(k)}" for k in sorted(set(kernels))))
+        return qmodel.eval(), meta
+    if impl == "edgeopt_ft":
+        path = os.environ.get("EDGEOPT_LOWERED")
+        if not path:
+            raise Skip("edgeopt_ft needs $EDGEOPT_LOWERED (a lowered module saved by finetune_pipeline.py --lower)")
+        saved = torch.load(path, weights_only=False)
+        if subjects.get_subject(saved.get("model", "")).name != subjects.get_subject(name).name:
+            raise ValueError(f"{path} holds a lowered {saved.get('model')}, not {name}")
+        meta["edgeopt_report"] = f"lowered module {Path(path).name}: {saved.get('summary', '')}"
+        return saved["module"].eval(), meta
     raise ValueError(f"unknown implementation {impl!r}")
 
 

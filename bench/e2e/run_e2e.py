@@ -37,7 +37,8 @@ TARGETS = (
     (">= 1.0x the best int8 peer", ("resnet18", "resnet50", "vgg_audio"), "best_int8", 1.0),
     (">= 0.8x the best int8 peer", ("mobilenet_v2",), "best_int8", 0.8),
 )
-LABELS = {"vgg_audio": "VGG audio CNN 1x1x64x128", "resnet18": "ResNet-18 1x3x224x224",
+LABELS = {"vgg_audio": "VGG audio CNN 1x1x64x128", "cifar10": "CIFAR-10 ResNet-10 slim 1x3x32x32",
+          "resnet18": "ResNet-18 1x3x224x224",
           "mobilenet_v2": "MobileNetV2 1x3x224x224", "resnet50": "ResNet-50 1x3x224x224"}
 
 

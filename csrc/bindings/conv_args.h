@@ -2,6 +2,7 @@
 // window parameters, and the conv geometry a call's arrays and parameters describe.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <string>
@@ -16,6 +17,20 @@ using Pair = std::array<int64_t, 2>;
 inline void require_nhwc(const py::array& a, const char* what) {
   if (a.ndim() != 4) value_error(std::string(what) + " must be 4-D (N, H, W, C), got " + std::to_string(a.ndim()) + "-D");
   require_c_contiguous(a, what);
+}
+
+// The optional float residual a conv's epilogue adds before its clamp: float32, C-contiguous, the output's
+// NHWC shape, not with the exact int32 output. `holder` keeps the array alive for the call.
+inline const float* optional_residual(const py::object& residual, const py::array& out, OutKind out_kind,
+                                      py::array& holder) {
+  if (residual.is_none()) return nullptr;
+  holder = residual.cast<py::array>();
+  require_dtype<float>(holder, "residual");
+  require_c_contiguous(holder, "residual");
+  if (holder.ndim() != 4 || !std::equal(out.shape(), out.shape() + 4, holder.shape()))
+    value_error("residual must have the output's shape (N, OH, OW, out_channels)");
+  if (out_kind == OutKind::kS32) value_error("a residual cannot be added to the exact int32 output");
+  return static_cast<const float*>(holder.data());
 }
 
 inline void check_window(const Pair& kernel, const Pair& stride, const Pair& padding, const Pair& dilation) {

@@ -105,15 +105,7 @@ py::tuple qconv2d_py(const py::array& x, const py::array& packed, py::array& out
   call.g = conv_geometry(x, out, kernel, stride, padding, dilation, groups);
   const ConvGeometry& g = call.g;
   py::array residual_arr;
-  if (!residual.is_none()) {
-    residual_arr = residual.cast<py::array>();
-    require_dtype<float>(residual_arr, "residual");
-    require_c_contiguous(residual_arr, "residual");
-    if (residual_arr.ndim() != 4 || !std::equal(out.shape(), out.shape() + 4, residual_arr.shape()))
-      value_error("residual must have the output's shape (N, OH, OW, out_channels)");
-    if (call.out_kind == OutKind::kS32) value_error("a residual cannot be added to the exact int32 output");
-    call.residual = static_cast<const float*>(residual_arr.data());
-  }
+  call.residual = optional_residual(residual, out, call.out_kind, residual_arr);
   const size_t taps = g.kernel_h * g.kernel_w;
   U8QuantParams used;
   if (is_depthwise_pack(packed)) {

@@ -129,7 +129,8 @@ py::tuple sp_qlinear_py(const py::array& x, const py::array& packed, py::array& 
 
 py::tuple sp_conv2d_py(const py::array& x, const py::array& packed, py::array& out, Pair kernel, Pair stride,
                        Pair padding, Pair dilation, bool dynamic, float x_scale, int x_zero_point, float out_min,
-                       float out_max, float out_scale, int out_zero_point, int num_threads) {
+                       float out_max, float out_scale, int out_zero_point, int num_threads,
+                       const py::object& residual) {
   const SparsePackedView w = sparse_view(packed);
   SparseConvCall call;
   call.g = conv_geometry(x, out, kernel, stride, padding, dilation, 1);
@@ -152,6 +153,10 @@ py::tuple sp_conv2d_py(const py::array& x, const py::array& packed, py::array& o
     value_error("weights are " + std::to_string(w.n()) + " x " + std::to_string(w.k()) + "; the call needs " +
                 std::to_string(g.out_c) + " x " + std::to_string(g.kernel_h * g.kernel_w * g.in_c) +
                 " (out_channels x kh*kw*in_channels)");
+  py::array residual_arr;
+  call.residual = optional_residual(residual, out, call.out_kind, residual_arr);
+  if (call.residual != nullptr && (!w.is_int8 || w.nb() != 16))
+    value_error("a residual is added by int8 sparse weights in 16-column blocks only (block_cols=16)");
   const U8QuantParams used = call_without_gil([&] { return sparse_conv2d(w, call); });
   return py::make_tuple(used.scale, used.zero_point);
 }
@@ -178,8 +183,9 @@ void register_sparse(py::module_& m) {
         py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("dynamic") = false,
         py::arg("x_scale") = 1.0f, py::arg("x_zero_point") = 0, py::arg("out_min") = -INFINITY,
         py::arg("out_max") = INFINITY, py::arg("out_scale") = 1.0f, py::arg("out_zero_point") = 0,
-        py::arg("num_threads") = 1,
+        py::arg("num_threads") = 1, py::arg("residual") = py::none(),
         "NHWC block-sparse convolution (groups 1): weights sp_pack'ed as (out_channels, kh*kw*in_channels) in "
         "(ky, kx, c) order; fp32 (x, out float32) or int8 (x float32 or uint8; out float32, uint8 or int32). "
+        "residual (int8, 16-column blocks): float32 of the output's shape, added before the clamp. "
         "Returns the input (scale, zero_point) used.");
 }

@@ -112,6 +112,9 @@ U8QuantParams sparse_conv2d(const SparsePackedView& w, const SparseConvCall& cal
   const int threads = threads_for_macs(double(m) * double(w.nnz()) * double(w.block_elems()), call.num_threads);
   char* out = static_cast<char*>(call.out);
   const size_t oc = g.out_c;
+  if (call.residual != nullptr && (!w.is_int8 || w.nb() != 16 || call.out_kind == OutKind::kS32))
+    throw std::invalid_argument("edgeopt: the sparse conv adds a residual for int8 weights in 16-column blocks with "
+                                "float32 or uint8 output only");
   if (!w.is_int8) {
     const F32SpGemmUkernelFn* table = w.nb() == 16 ? kern.f32_nb16 : kern.f32_nb8;
     const float* values = static_cast<const float*>(w.values);
@@ -137,7 +140,7 @@ U8QuantParams sparse_conv2d(const SparsePackedView& w, const SparseConvCall& cal
     x = buf;
   }
   const QGemmEpilogue ep = make_qgemm_epilogue(w.colsum, w.scale, w.bias, xp, call.out_min, call.out_max,
-                                               call.out_kind, call.out_params);
+                                               call.out_kind, call.out_params, call.residual, call.out);
   const QSpGemmUkernelFn* table = w.nb() == 16 ? kern.q_nb16 : kern.q_nb8;
   const int8_t* values = static_cast<const int8_t*>(w.values);
   const size_t out_elem = call.out_kind == OutKind::kU8 ? 1 : 4;

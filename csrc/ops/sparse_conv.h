@@ -27,6 +27,9 @@ struct SparseConvCall {
   OutKind out_kind = OutKind::kF32;  // fp32 weights: kF32 only
   U8QuantParams out_params{1.0f, 0};
   void* out = nullptr;  // batch x out_h x out_w x out_c, contiguous
+  // Optional f32 tensor of the output's shape added before the clamp (a ResNet block's identity path):
+  // int8 weights in 16-column blocks, float32 or uint8 output.
+  const float* residual = nullptr;
   int num_threads = 1;
 };
 

@@ -66,3 +66,25 @@ class StaticInputQuant(nn.Module):
     def _input_params_from_buffers(self) -> None:
         """After the buffers were loaded (state_dict), mirror them again."""
         self._input_params = (float(self.input_scale), int(self.input_zero_point))
+
+
+class U8Output:
+    """Mixin of the int8 modules that can hand uint8 to the next int8 layer: `set_output_quant(scale,
+    zero_point)` makes forward return uint8 in those parameters (the next layer's input parameters), None
+    float32 again. The parameters travel in the module's extra state."""
+
+    _output_params: tuple[float, int] | None = None
+
+    def set_output_quant(self, scale: float | None, zero_point: int = 0) -> None:
+        if scale is None:
+            self._output_params = None
+            return
+        if not (math.isfinite(scale) and scale > 0) or not 0 <= int(zero_point) <= 255:
+            raise ValueError(f"edgeopt {type(self).__name__}: output scale must be positive and finite and the zero "
+                             f"point in [0, 255], got ({scale}, {zero_point})")
+        self._output_params = (float(scale), int(zero_point))
+
+    def _output_args(self) -> tuple[float, int, bool]:
+        """(out_scale, out_zero_point, out_uint8) as the int8 kernels take them."""
+        scale, zero_point = self._output_params or (1.0, 0)
+        return scale, zero_point, self._output_params is not None

@@ -1,7 +1,6 @@
 """QuantConv2d: a drop-in int8 replacement for nn.Conv2d (u8 activations x s8 per-channel weights)."""
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import torch
@@ -9,7 +8,7 @@ from torch import nn
 
 from edgeopt import kernels, ops
 from edgeopt._native import _C
-from edgeopt.nn._qparams import WEIGHT_MAX, StaticInputQuant, activation_bounds, quantize_weight_per_channel
+from edgeopt.nn._qparams import WEIGHT_MAX, StaticInputQuant, U8Output, activation_bounds, quantize_weight_per_channel
 from edgeopt.nn.quant_linear import observe_min_max
 
 # Depthwise filters run on their own kernel, which widens to int16 and is exact for full int8 weights.
@@ -23,7 +22,7 @@ def _pair(value, name: str) -> tuple[int, int]:
     return pair
 
 
-class QuantConv2d(StaticInputQuant):
+class QuantConv2d(U8Output, StaticInputQuant):
     """Int8 2-D convolution on the edgeopt kernels.
 
     Input: float32 (NCHW or channels_last), or uint8 already quantized with this layer's input parameters
@@ -112,27 +111,14 @@ class QuantConv2d(StaticInputQuant):
             packed = _C.qconv_pack(q.numpy(), scale.numpy(), bias_np, self.groups)
         self.packed_weight = torch.from_numpy(packed)
 
-    def set_output_quant(self, scale: float | None, zero_point: int = 0) -> None:
-        """Make forward return uint8 quantized with (scale, zero_point) -- for a following quantized layer
-        whose input parameters these are -- or float32 again with scale=None."""
-        if scale is None:
-            self._output_params = None
-            return
-        if not (math.isfinite(scale) and scale > 0) or not 0 <= int(zero_point) <= 255:
-            raise ValueError(f"edgeopt QuantConv2d: output scale must be positive and finite and the zero point "
-                             f"in [0, 255], got ({scale}, {zero_point})")
-        self._output_params = (float(scale), int(zero_point))
-
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """x (N, C, H, W) or (C, H, W). `residual` (float32, the output's shape) is added before the fused
         activation's clamp: relu(conv(x) + residual) in one pass, as at the end of a ResNet block."""
         run = ops.quant_conv2d if torch.compiler.is_compiling() else kernels.quant_conv2d
         scale, zero_point = self._input_params
-        out_scale, out_zero_point = self._output_params or (1.0, 0)
         return run(x, self.packed_weight, self.in_channels, self.out_channels, self.kernel_size, self.stride,
                    self.padding, self.dilation, self.groups, self.mode == "dynamic", scale, zero_point, self.out_min,
-                   self.out_max, out_scale, out_zero_point, self._output_params is not None,
-                   self.channels_last_output, residual)
+                   self.out_max, *self._output_args(), self.channels_last_output, residual)
 
     def plan_node(self):
         """This layer as a node of a native execution plan (edgeopt.runtime): the op its forward calls and

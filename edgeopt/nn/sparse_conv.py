@@ -14,20 +14,24 @@ from torch import nn
 
 from edgeopt import kernels, ops
 from edgeopt._native import _C
-from edgeopt.nn._qparams import StaticInputQuant, activation_bounds, quantize_weight_per_channel
+from edgeopt.nn._qparams import StaticInputQuant, U8Output, activation_bounds, quantize_weight_per_channel
 from edgeopt.nn.quant_conv import QuantConv2d, _pair
 from edgeopt.nn.quant_linear import MODES, observe_min_max
 from edgeopt.nn.sparse_linear import BLOCK_COLS, DTYPES
 
 
-class SparseConv2d(StaticInputQuant):
+class SparseConv2d(U8Output, StaticInputQuant):
     """Block-sparse 2-D convolution (groups=1, zero padding). Input float32 NCHW or channels_last; the
-    output has the memory format torch's conv would give. dtype="int8": per-channel [-63, 63] weights,
-    affine uint8 activations, dynamic (per call) or static (calibrated). Inference only."""
+    output has the memory format torch's conv would give (or always channels_last with
+    `channels_last_output=True`). dtype="int8": per-channel [-63, 63] weights, affine uint8 activations,
+    dynamic (per call) or static (calibrated); static layers also take uint8 input in their input parameters,
+    return uint8 after `set_output_quant`, and add a residual in the epilogue (16-column blocks) -- the same
+    hand-offs as QuantConv2d, so the int8 lowering chains dense and sparse layers alike. Inference only."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  bias: bool = True, dtype: str = "fp32", mode: str = "dynamic",
-                 activation: str | tuple[float, float] | None = None, block_cols: int = 16):
+                 activation: str | tuple[float, float] | None = None, block_cols: int = 16,
+                 channels_last_output: bool = False):
         super().__init__()
         if dtype not in DTYPES:
             raise ValueError(f"edgeopt SparseConv2d: dtype must be one of {DTYPES}, got {dtype!r}")
@@ -47,9 +51,20 @@ class SparseConv2d(StaticInputQuant):
         self.mode = mode
         self.activation = activation
         self.block_cols = block_cols
+        self.channels_last_output = channels_last_output
         self.out_min, self.out_max = activation_bounds(activation)
         self.register_buffer("packed_weight", torch.empty(0, dtype=torch.uint8))
         self._register_input_params()
+
+    @property
+    def takes_u8_input(self) -> bool:
+        """uint8 input (quantized with the static input parameters) is taken by int8 layers."""
+        return self.dtype == "int8"
+
+    @property
+    def adds_residual(self) -> bool:
+        """forward(x, residual) works: int8 weights in 16-column blocks (the kernels' epilogue)."""
+        return self.dtype == "int8" and self.block_cols == 16
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d, mask: torch.Tensor | None = None, dtype: str = "fp32",
@@ -96,12 +111,21 @@ class SparseConv2d(StaticInputQuant):
             packed = _C.sp_pack(q.numpy(), scale.numpy(), b, self.block_cols)
         self.packed_weight = torch.from_numpy(packed)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (N, C, H, W) or (C, H, W) float32."""
+    def set_output_quant(self, scale: float | None, zero_point: int = 0) -> None:
+        """int8 layers: return uint8 in (scale, zero_point) -- the next int8 layer's input parameters."""
+        if scale is not None and self.dtype != "int8":
+            raise ValueError("edgeopt SparseConv2d: only int8 layers emit uint8 (this one is fp32)")
+        super().set_output_quant(scale, zero_point)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """x (N, C, H, W) or (C, H, W) float32 (int8 static: or uint8 in the input parameters). `residual`
+        (int8, float32 of the output's shape) is added before the fused activation's clamp: relu(conv(x) +
+        residual) in one pass, as at the end of a ResNet block."""
         run = ops.sparse_conv2d if torch.compiler.is_compiling() else kernels.sparse_conv2d
         scale, zero_point = self._input_params
         return run(x, self.packed_weight, self.in_channels, self.out_channels, self.kernel_size, self.stride,
-                   self.padding, self.dilation, self.mode == "dynamic", scale, zero_point, self.out_min, self.out_max)
+                   self.padding, self.dilation, self.mode == "dynamic", scale, zero_point, self.out_min, self.out_max,
+                   *self._output_args(), self.channels_last_output, residual)
 
     def packed_info(self) -> dict:
         return _C.sp_packed_info(self.packed_weight.numpy())
@@ -120,7 +144,8 @@ class SparseConv2d(StaticInputQuant):
         return w.reshape(self.out_channels, kh, kw, self.in_channels).permute(0, 3, 1, 2).contiguous()
 
     def get_extra_state(self) -> dict:
-        return {"dtype": self.dtype, "mode": self.mode, "activation": self.activation, "block_cols": self.block_cols}
+        return {"dtype": self.dtype, "mode": self.mode, "activation": self.activation, "block_cols": self.block_cols,
+                "output_quant": self._output_params, "channels_last_output": self.channels_last_output}
 
     def set_extra_state(self, state: dict) -> None:
         self.dtype = state["dtype"]
@@ -128,6 +153,8 @@ class SparseConv2d(StaticInputQuant):
         self.activation = state["activation"]
         self.block_cols = state["block_cols"]
         self.out_min, self.out_max = activation_bounds(self.activation)
+        self.channels_last_output = state.get("channels_last_output", False)
+        self.set_output_quant(*(state.get("output_quant") or (None,)))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         incoming = state_dict.get(prefix + "packed_weight")
@@ -155,4 +182,6 @@ class SparseConv2d(StaticInputQuant):
             s += f", density={self.density:.3f}"
         if self.activation not in (None, "none"):
             s += f", activation={self.activation}"
+        if self._output_params is not None:
+            s += f", output=uint8{self._output_params}"
         return s

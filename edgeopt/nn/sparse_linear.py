@@ -14,16 +14,17 @@ from torch import nn
 
 from edgeopt import kernels, ops
 from edgeopt._native import _C
-from edgeopt.nn._qparams import StaticInputQuant, activation_bounds, quantize_weight_per_channel
+from edgeopt.nn._qparams import StaticInputQuant, U8Output, activation_bounds, quantize_weight_per_channel
 from edgeopt.nn.quant_linear import MODES, observe_min_max
 
 DTYPES = ("fp32", "int8")
 BLOCK_COLS = (8, 16)
 
 
-class SparseLinear(StaticInputQuant):
+class SparseLinear(U8Output, StaticInputQuant):
     """y = act(x @ W^T + bias) with W block-sparse. dtype="int8": symmetric per-channel [-63, 63] weights
-    and affine uint8 activations (dynamic or static), exactly as edgeopt.nn.QuantLinear. Inference only."""
+    and affine uint8 activations (dynamic or static), exactly as edgeopt.nn.QuantLinear; static layers also
+    take uint8 input in their input parameters and return uint8 after `set_output_quant`. Inference only."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: str = "fp32",
                  mode: str = "dynamic", activation: str | tuple[float, float] | None = None, block_cols: int = 16):
@@ -91,7 +92,7 @@ class SparseLinear(StaticInputQuant):
             run = ops.sparse_quant_linear if compiling else kernels.sparse_quant_linear
             scale, zero_point = self._input_params
             return run(x, self.packed_weight, self.in_features, self.out_features, self.mode == "dynamic", scale,
-                       zero_point, self.out_min, self.out_max)
+                       zero_point, self.out_min, self.out_max, *self._output_args())
         run = ops.sparse_linear if compiling else kernels.sparse_linear
         return run(x, self.packed_weight, self.in_features, self.out_features, self.out_min, self.out_max)
 
@@ -109,8 +110,19 @@ class SparseLinear(StaticInputQuant):
         w = torch.from_numpy(w).float()
         return w if scale is None else w * torch.from_numpy(scale)[:, None]
 
+    @property
+    def takes_u8_input(self) -> bool:
+        return self.dtype == "int8"
+
+    def set_output_quant(self, scale: float | None, zero_point: int = 0) -> None:
+        """int8 layers: return uint8 in (scale, zero_point) -- the next int8 layer's input parameters."""
+        if scale is not None and self.dtype != "int8":
+            raise ValueError("edgeopt SparseLinear: only int8 layers emit uint8 (this one is fp32)")
+        super().set_output_quant(scale, zero_point)
+
     def get_extra_state(self) -> dict:
-        return {"dtype": self.dtype, "mode": self.mode, "activation": self.activation, "block_cols": self.block_cols}
+        return {"dtype": self.dtype, "mode": self.mode, "activation": self.activation, "block_cols": self.block_cols,
+                "output_quant": self._output_params}
 
     def set_extra_state(self, state: dict) -> None:
         self.dtype = state["dtype"]
@@ -118,6 +130,7 @@ class SparseLinear(StaticInputQuant):
         self.activation = state["activation"]
         self.block_cols = state["block_cols"]
         self.out_min, self.out_max = activation_bounds(self.activation)
+        self.set_output_quant(*(state.get("output_quant") or (None,)))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         incoming = state_dict.get(prefix + "packed_weight")

@@ -29,7 +29,7 @@ from torch import nn
 from edgeopt.nn.low_rank_linear import LowRankLinear, choose_rank
 from edgeopt.passes.common import first_inputs, renamed_keyword, resolve_names, set_submodule
 from edgeopt.passes.lowered import refuse_lowered
-from edgeopt.passes.macs import count_macs, weight_bytes
+from edgeopt.perf.cost import macs_per_sample, weight_bytes
 from edgeopt.passes.quantize.plan import kind
 from edgeopt.passes.report import LayerReport, Report
 from edgeopt.passes.timing import time_us
@@ -219,7 +219,7 @@ def _low_rank_convs(model, rank, energy, speedup, kind_, data, measure, min_gain
         if name in skip or x is None:
             row.reason = "skipped by request" if name in skip else "not reached by the data"
             continue
-        macs = count_macs(conv, x)
+        macs = macs_per_sample(conv, x)
         row.macs_before = row.macs = macs
 
         def build(fraction):
@@ -236,7 +236,7 @@ def _low_rank_convs(model, rank, energy, speedup, kind_, data, measure, min_gain
             candidate, r = None, 0
             for fraction in [i / 64 for i in range(63, 0, -1)]:
                 cand, rr = build(fraction)
-                if macs / count_macs(cand, x) >= speedup:
+                if macs / macs_per_sample(cand, x) >= speedup:
                     candidate, r = cand, rr
                     break
         else:
@@ -245,7 +245,7 @@ def _low_rank_convs(model, rank, energy, speedup, kind_, data, measure, min_gain
         if candidate is None:
             row.reason = "no rank reaches the speedup"
             continue
-        after = count_macs(candidate, x)
+        after = macs_per_sample(candidate, x)
         with torch.no_grad():  # reconstruction error of the conv as an operator, on this input
             ref = conv(x)
             row.rel_error = float((candidate(x) - ref).norm() / ref.norm().clamp_min(1e-30))

@@ -12,7 +12,7 @@ from torch import nn
 
 from edgeopt.nn.quant_linear import QuantLinear
 from edgeopt.passes.common import model_inputs, renamed_keyword, set_submodule
-from edgeopt.passes.macs import weight_bytes
+from edgeopt.perf.cost import weight_bytes
 from edgeopt.passes.quantize.observers import calibrate
 from edgeopt.passes.quantize.plan import kind
 from edgeopt.passes.report import LayerReport, Report

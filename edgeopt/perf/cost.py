@@ -1,9 +1,11 @@
 """What a layer costs: multiply-accumulates, bytes moved, and which compute ceiling applies.
 
 One counter for every place that needs MACs (model cost figures, the profiler, the benchmarks, the passes):
-convolutions and linear layers (torch's and edgeopt's int8 / sparse / low-rank / fp16 modules, counted by
-edgeopt.passes.macs, the passes' own counter), matmuls and scaled-dot-product attention. Element-wise work (BatchNorm, activations, pooling, adds) counts no MACs, as in
-the usual published figures (ResNet-18: 1.82 G); it counts bytes.
+convolutions and linear layers (torch's and edgeopt's int8 / sparse / low-rank / fp16 modules: the products
+each kernel performs, so a block-sparse layer counts its stored blocks, zeros inside a stored block included,
+and a low-rank layer rank * (in + out) per row), matmuls and scaled-dot-product attention. Element-wise work
+(BatchNorm, activations, pooling, adds) counts no MACs, as in the usual published figures (ResNet-18: 1.82 G);
+it counts bytes.
 
 Bytes moved = the layer's tensor inputs + its output + its weights (parameters and buffers, packed weights
 as stored), each once: the traffic a layer cannot avoid if nothing stays in cache between layers. An op
@@ -70,10 +72,16 @@ def _is_view_of(out: torch.Tensor, inputs: list[torch.Tensor]) -> bool:
 
 
 def weight_bytes(module: nn.Module) -> int:
-    """Bytes of a layer's weights as stored (the passes' count: BatchNorm running statistics excluded)."""
-    from edgeopt.passes.macs import weight_bytes as stored
-
-    return stored(module)
+    """Bytes of a layer's (or model's) weights as stored: parameters and buffers (packed weights, scales,
+    bias), BatchNorm running statistics excluded."""
+    total = 0
+    for m in module.modules():
+        stats = ("running_mean", "running_var", "num_batches_tracked") if isinstance(
+            m, nn.modules.batchnorm._BatchNorm) else ()
+        for name, t in list(m._parameters.items()) + list(m._buffers.items()):
+            if t is not None and name not in stats:
+                total += t.numel() * t.element_size()
+    return total
 
 
 def _is_int8(module: nn.Module) -> bool:
@@ -88,12 +96,35 @@ def _is_int8(module: nn.Module) -> bool:
     return False
 
 
+def layer_macs(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """MACs of one call module(x) -> y of a layer type edgeopt knows (0 for anything else)."""
+    from edgeopt import nn as eo
+
+    if not isinstance(y, torch.Tensor) or not isinstance(x, torch.Tensor):
+        return 0
+    if isinstance(module, (nn.Conv2d, eo.QuantConv2d)):
+        kh, kw = module.kernel_size
+        return y.numel() * (module.in_channels // module.groups) * kh * kw
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return y.numel() * module.weight[0].numel()
+    if isinstance(module, eo.SparseConv2d):
+        info = module.packed_info()
+        pixels = y.numel() // module.out_channels
+        return pixels * info["blocks"] * info["block"][0] * info["block"][1]
+    if isinstance(module, eo.SparseLinear):
+        info = module.packed_info()
+        return (x.numel() // module.in_features) * info["blocks"] * info["block"][0] * info["block"][1]
+    if isinstance(module, eo.LowRankLinear):
+        return (x.numel() // module.in_features) * module.macs_per_row()
+    if isinstance(module, (nn.Linear, eo.QuantLinear, eo.HalfLinear)):
+        return (x.numel() // module.in_features) * module.in_features * module.out_features
+    return 0
+
+
 def module_macs(module: nn.Module, inputs, output) -> int:
-    """MACs one call of `module` did, from its own arithmetic (0 for element-wise and container modules).
-    Layers are counted by the passes' counter (edgeopt.passes.macs: the products each kernel performs, a
-    block-sparse layer's stored blocks, a low-rank layer's factors); attention's two matmuls here."""
+    """MACs one call of `module` did, from its own arithmetic (0 for element-wise and container modules):
+    layers by layer_macs, attention's two matmuls here."""
     from edgeopt.models.vit import Attention  # here: edgeopt.models imports this module
-    from edgeopt.passes.macs import call_macs
 
     if not isinstance(output, torch.Tensor):
         return 0
@@ -101,7 +132,7 @@ def module_macs(module: nn.Module, inputs, output) -> int:
         b, n, c = inputs[0].shape
         return 2 * b * n * n * c  # q @ k^T and attn @ v over all heads
     x = next((t for t in tensors(inputs)), None)
-    return call_macs(module, x, output) if x is not None else 0
+    return layer_macs(module, x, output) if x is not None else 0
 
 
 def _written(out: list[torch.Tensor], ins: list[torch.Tensor], inplace: bool) -> int:
@@ -161,26 +192,35 @@ def count_params(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
-    """MACs of one forward pass on a single input of shape `input_shape` (without the batch dimension)."""
+def macs_per_sample(module: nn.Module, *inputs) -> int:
+    """MACs per sample (the first input's first dimension) of module(*inputs), summed over its layers, in
+    the mode the module is in."""
     total = 0
 
-    def hook(module, inputs, output):
+    def hook(m, args, output):
         nonlocal total
-        total += module_macs(module, inputs, output)
+        total += module_macs(m, args, output)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    handles = [m.register_forward_hook(hook) for m in module.modules()]
+    try:
+        module(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    x = inputs[0]
+    return total // max(1, x.shape[0] if x.dim() > 1 else 1)
+
+
+def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """MACs of one forward pass in eval mode on a single input of shape `input_shape` (no batch dimension)."""
     was_training = model.training
     model.eval()
     try:
         param = next(model.parameters(), None)
         dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-        model(torch.zeros(1, *input_shape, dtype=dtype))
+        return macs_per_sample(model, torch.zeros(1, *input_shape, dtype=dtype))
     finally:
         model.train(was_training)
-        for h in handles:
-            h.remove()
-    return total
 
 
 def model_cost(model: nn.Module, input_shape: Sequence[int]) -> ModelCost:

@@ -39,10 +39,10 @@ from edgeopt.passes.quantize import candidates as cand
 from edgeopt.passes.quantize.bn import fold_batchnorm
 from edgeopt.passes.quantize.fusion import rewrite
 from edgeopt.passes.quantize.gptq import WEIGHT_ROUNDINGS, gptq_applies, gptq_round, input_rows, linear_rows
-from edgeopt.passes.quantize.layout import link_channels_last, link_u8, reset_hand_offs
+from edgeopt.passes.quantize.layout import link_channels_last, link_u8, reset_hand_offs, restore_float_pools
 from edgeopt.passes.quantize.observers import OBSERVERS, Stats, calibrate, input_range
-from edgeopt.passes.quantize.plan import (Layer, check_calibrated, find_layers, plan_fusion, plan_residual,
-                                          trace)
+from edgeopt.passes.quantize.plan import (Layer, check_calibrated, find_layers, global_pools, plan_fusion,
+                                          plan_residual, trace)
 from edgeopt.passes.report import Report, describe_activation
 from edgeopt.progress import Progress
 
@@ -112,6 +112,16 @@ class Lowering:
             self.trace_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
         self.gm, self.work = gm, work
         root = gm if gm is not None else work
+        if gm is not None:  # every node's shape, which finding the spatial means needs
+            try:
+                with torch.no_grad():
+                    ShapeProp(gm).propagate(batches[0])
+            except Exception:  # noqa: BLE001  (calibration below runs the model and says what failed)
+                pass
+        # channel means (AdaptiveAvgPool2d(1), x.mean((2, 3))): edgeopt's pool averages a conv's uint8 output
+        self.global_pools = global_pools(gm) if gm is not None and dtype == "int8" else []
+        self.functional_pools = {name: gm.get_submodule(name).edgeopt_replaces for name in self.global_pools
+                                 if hasattr(gm.get_submodule(name), "edgeopt_replaces")}
         modules = dict(root.named_modules())
         # names from the model itself: gm lacks what forward never calls
         self.layers: list[Layer] = find_layers(work, gm, skip, only)
@@ -129,8 +139,11 @@ class Lowering:
             elif gptq and name not in keep_float and gptq_applies(m):
                 rows_for[name] = lambda x, n, g, m=m: input_rows(m, x, n, g)
         # calibrate on the traced float model: the same modules, so hooks see what the lowered layers will
-        self.stats = calibrate(root, batches, targets, observer, self.percentile, progress, rows_for, derived,
-                               owner=OWNER)
+        self.stats = calibrate(root, batches, targets + self.global_pools, observer, self.percentile, progress,
+                               rows_for, derived, owner=OWNER)
+        self.pool_ranges = {name: input_range(self.stats[name], observer, self.percentile)
+                            for name in self.global_pools if self.stats[name].count and self.stats[name].dtype ==
+                            torch.float32}
         with torch.no_grad():
             if gm is not None:  # the reference output, and every node's shape for the residual fusion
                 self.reference = ShapeProp(gm).propagate(batches[0])
@@ -244,11 +257,12 @@ class Lowering:
             for v in view:
                 v.node, v.bn_node, v.act_node, v.add_node = (node(v.node), node(v.bn_node), node(v.act_node),
                                                              node(v.add_node))
-        rewrite(gm, view, modules_for)
+        rewrite(gm, view, modules_for, self.pool_ranges)
         if CHANNELS_LAST_BETWEEN_LAYERS:
             link_channels_last(gm, view)
         if self.u8_between_layers:
-            link_u8(gm, view)
+            link_u8(gm, view, self.pool_ranges)
+        restore_float_pools(gm, self.functional_pools)
         self._record(active)
         return gm.eval()
 

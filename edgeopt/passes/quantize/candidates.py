@@ -23,7 +23,7 @@ from torch import nn
 from edgeopt.nn._qparams import WEIGHT_MAX, activation_bounds
 from edgeopt.nn.low_rank_linear import LowRankLinear
 from edgeopt.passes.common import sqnr_db
-from edgeopt.passes.macs import count_macs, weight_bytes
+from edgeopt.perf.cost import macs_per_sample, weight_bytes
 from edgeopt.passes.quantize.gptq import gptq_round
 from edgeopt.passes.quantize.layout import takes_activation, takes_residual
 from edgeopt.passes.quantize.observers import Stats
@@ -97,9 +97,9 @@ def build(layer: Layer, s: Stats, inner: Stats | None, input_range: tuple[float,
     conv = isinstance(folded, nn.Conv2d)
     low_rank = isinstance(folded, LowRankLinear)
 
-    def act_for(cls) -> str | tuple | None:
+    def act_for(adds_residual: bool) -> str | tuple | None:
         # an activation after a residual add belongs to a module that takes the add too
-        if layer.add_node is not None and not takes_residual(cls):
+        if layer.add_node is not None and not adds_residual:
             return None
         return layer.act
 
@@ -115,17 +115,17 @@ def build(layer: Layer, s: Stats, inner: Stats | None, input_range: tuple[float,
         if want_dense:
             cls = QuantConv2d if conv else QuantLinear
             out["dense int8"] = cls.from_float(rounded, mode="static", input_range=(lo, hi),
-                                               activation=act_for(cls)).eval()
+                                               activation=act_for(conv)).eval()
         if sparse_ok:
             cls = SparseConv2d if conv else SparseLinear
             out["sparse int8"] = cls.from_float(rounded, dtype="int8", mode="static", input_range=(lo, hi),
-                                                activation=act_for(cls)).eval()
+                                                activation=act_for(conv)).eval()  # 16-column blocks: adds it
         if low_rank and "low-rank" in families:
-            out["low-rank int8"] = _low_rank_int8(folded, s, inner, (lo, hi), inner_range, act_for(LowRankLinear))
+            out["low-rank int8"] = _low_rank_int8(folded, s, inner, (lo, hi), inner_range, act_for(False))
     if low_rank:
         if "low-rank" in families or not out:
             frozen = copy.deepcopy(folded).freeze().eval()
-            frozen.activation = act_for(LowRankLinear)
+            frozen.activation = act_for(False)
             frozen.out_min, frozen.out_max = activation_bounds(frozen.activation)
             out[f"low-rank {folded.weight_dtype}"] = frozen
         if "dense" in families:
@@ -134,7 +134,7 @@ def build(layer: Layer, s: Stats, inner: Stats | None, input_range: tuple[float,
         out["torch fp32"] = folded.eval()
         if sparse_ok:
             cls = SparseConv2d if conv else SparseLinear
-            out["sparse fp32"] = cls.from_float(folded, dtype="fp32", activation=act_for(cls)).eval()
+            out["sparse fp32"] = cls.from_float(folded, dtype="fp32", activation=act_for(False)).eval()
     return out
 
 
@@ -225,8 +225,8 @@ def finish_report(layer: Layer, s: Stats) -> None:
     x = s.sample
     if x is not None:
         one = x[:1] if x.dim() > 1 else x
-        rep.macs_before = count_macs(layer.module, one)
-        rep.macs = count_macs(module, one)
+        rep.macs_before = macs_per_sample(layer.module, one)
+        rep.macs = macs_per_sample(module, one)
         with torch.no_grad():
             ref = apply_activation(layer.folded(x), layer.act)
             y = module(x)

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 from torch import fx, nn
 
+from edgeopt.nn.pool import GlobalAvgPool2d
 from edgeopt.nn.pool import MaxPool2d as EdgeoptMaxPool2d
 from edgeopt.passes.common import set_submodule
 from edgeopt.passes.quantize.candidates import includes_activation
 from edgeopt.passes.quantize.layout import takes_residual
 
 
-def rewrite(gm: fx.GraphModule, layers, modules_for: dict[str, nn.Module]) -> None:
-    """`layers` with nodes of gm's graph; modules_for[name]: the module each converted layer runs."""
+def rewrite(gm: fx.GraphModule, layers, modules_for: dict[str, nn.Module], global_pools=()) -> None:
+    """`layers` with nodes of gm's graph; modules_for[name]: the module each converted layer runs;
+    global_pools: the names of the nn.AdaptiveAvgPool2d(1) modules to swap for edgeopt's GlobalAvgPool2d
+    (which averages uint8 input natively)."""
     modules = dict(gm.named_modules())
     for layer in layers:
         m = modules_for.get(layer.name)
@@ -48,6 +51,8 @@ def rewrite(gm: fx.GraphModule, layers, modules_for: dict[str, nn.Module]) -> No
         pool = modules[node.target]
         if not pool.return_indices:
             set_submodule(gm, node.target, EdgeoptMaxPool2d.from_float(pool))
+    for name in global_pools:
+        set_submodule(gm, name, GlobalAvgPool2d.from_float(gm.get_submodule(name)))
     for name, m in modules_for.items():
         set_submodule(gm, name, m)
     gm.delete_all_unused_submodules()

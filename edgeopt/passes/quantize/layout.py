@@ -13,12 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from edgeopt.nn.pool import GlobalAvgPool2d
 from edgeopt.nn.pool import MaxPool2d as EdgeoptMaxPool2d
+from edgeopt.passes.common import set_submodule
 
 
 def emits_u8(m: nn.Module) -> bool:
-    """The module can return uint8 in given parameters (set_output_quant)."""
-    return callable(getattr(m, "set_output_quant", None))
+    """The module can return uint8 in given parameters (set_output_quant): an int8 layer (a sparse module
+    of dtype fp32 has the method but computes in float)."""
+    return callable(getattr(m, "set_output_quant", None)) and getattr(m, "dtype", "int8") == "int8"
 
 
 def takes_u8(m: nn.Module) -> bool:
@@ -34,9 +37,12 @@ def emits_channels_last(m: nn.Module) -> bool:
     return hasattr(m, "channels_last_output")
 
 
-def takes_residual(m) -> bool:
-    """forward(x, residual) adds `residual` in the epilogue, before the fused activation (a module or its
-    class)."""
+def takes_residual(m: nn.Module) -> bool:
+    """forward(x, residual) adds `residual` in the epilogue, before the fused activation (a module may say
+    whether it can, with `adds_residual`)."""
+    can = getattr(m, "adds_residual", None)
+    if isinstance(can, bool):
+        return can
     try:
         return "residual" in inspect.signature(m.forward).parameters
     except (TypeError, ValueError):
@@ -51,51 +57,100 @@ def takes_activation(m: nn.Module) -> bool:
 def reset_hand_offs(m: nn.Module) -> None:
     if emits_u8(m):
         m.set_output_quant(None)
+    if isinstance(m, GlobalAvgPool2d):
+        m.set_input_quant(None)
     if emits_channels_last(m):
         m.channels_last_output = False
 
 
-def link_u8(gm: fx.GraphModule, layers) -> None:
+def link_u8(gm: fx.GraphModule, layers, pool_ranges=None) -> None:
     """Layer -> layer edges (possibly through max-pools, which commute with uint8 quantization) where the
-    producer can emit uint8 in the parameters its consumers quantize their input with."""
+    producer can emit uint8 in the parameters its consumers quantize their input with. A global average
+    pool takes uint8 in any parameters: those of the int8 layers beside it, or, when it is the only
+    consumer, the range calibration observed at its input (pool_ranges[name])."""
+    from edgeopt.nn._qparams import u8_params
+
     modules = dict(gm.named_modules())
     chosen = {layer.name: layer for layer in layers if layer.node is not None and layer.name in modules}
+    pool_ranges = pool_ranges or {}
 
     def consumers(node: fx.Node):
-        found = []
+        """(int8 layers, global pools) reading `node` through max-pools, or None if anything else does."""
+        found, pools = [], []
         for user in node.users:
             m = modules.get(user.target) if user.op == "call_module" else None
             if user.kwargs or not user.args or user.args[0] is not node or node in user.args[1:]:
                 return None
             if m is not None and user.target in chosen and takes_u8(m):
                 found.append(chosen[user.target])
+            elif isinstance(m, GlobalAvgPool2d) and len(user.args) == 1 and user.target in pool_ranges:
+                pools.append(user.target)
             elif isinstance(m, EdgeoptMaxPool2d) and len(user.args) == 1:
                 below = consumers(user)
                 if below is None:
                     return None
-                found += below
+                found += below[0]
+                pools += below[1]
             else:
                 return None
-        return found or None
+        return (found, pools) if found or pools else None
 
     for layer in chosen.values():
         m = modules[layer.name]
         if not emits_u8(m):
             continue
-        found = consumers(layer.node)
-        if not found:
+        below = consumers(layer.node)
+        if below is None:
             continue
+        found, pools = below
         params = {(float(modules[c.name].input_scale), int(modules[c.name].input_zero_point)) for c in found}
+        if not found:
+            params = {u8_params(*pool_ranges[pools[0]])} if len(pools) == 1 else set()
         if len(params) != 1:
             continue
         scale, zero_point = params.pop()
         m.set_output_quant(scale, zero_point)
+        for name in pools:
+            modules[name].set_input_quant(scale, zero_point)
         layer.report.u8_output = True
-        layer.report.u8_output_to = tuple(c.name for c in found)
+        layer.report.u8_output_to = tuple(c.name for c in found) + tuple(pools)
+
+
+def restore_float_pools(gm: fx.GraphModule, functional: dict[str, str]) -> None:
+    """A global pool left without uint8 input gains nothing from edgeopt's module, and a module there would
+    split a native plan (edgeopt.runtime) where torch's function runs after it: the pools made from a
+    function (`functional`: name -> "adaptive_avg_pool2d" | "mean flat" | "mean keep", see global_pools)
+    become that function again, those that were modules nn.AdaptiveAvgPool2d(1) again."""
+    modules = dict(gm.named_modules())
+    changed = False
+    for node in list(gm.graph.nodes):
+        m = modules.get(node.target) if node.op == "call_module" else None
+        if not isinstance(m, GlobalAvgPool2d) or m._input_quant is not None:
+            continue
+        form = functional.get(node.target)
+        if form is None:
+            set_submodule(gm, node.target, nn.AdaptiveAvgPool2d(1))
+            continue
+        replaced = node
+        with gm.graph.inserting_before(node):
+            if form == "adaptive_avg_pool2d":
+                call = gm.graph.call_function(F.adaptive_avg_pool2d, (node.args[0], 1))
+            else:
+                call = gm.graph.call_method("mean", (node.args[0], (2, 3)), {"keepdim": form == "mean keep"})
+        if form == "mean flat":  # global_pools put a flatten after the pool: the mean replaces both
+            (replaced,) = node.users
+        replaced.replace_all_uses_with(call)
+        gm.graph.erase_node(replaced)
+        if replaced is not node:
+            gm.graph.erase_node(node)
+        changed = True
+    if changed:
+        gm.delete_all_unused_submodules()
+        gm.recompile()
 
 
 # Ops whose result has its input's memory format, and whose values do not depend on it.
-_FORMAT_PRESERVING_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.MaxPool2d, EdgeoptMaxPool2d, nn.AvgPool2d,
+_FORMAT_PRESERVING_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.MaxPool2d, EdgeoptMaxPool2d, GlobalAvgPool2d, nn.AvgPool2d,
                               nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Identity, nn.Dropout, nn.BatchNorm2d,
                               nn.Conv2d, nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.GELU)
 _FORMAT_PRESERVING_FUNCTIONS = {operator.add, operator.iadd, operator.mul, operator.imul, torch.add, torch.mul,

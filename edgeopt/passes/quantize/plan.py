@@ -145,6 +145,56 @@ def trace(model: nn.Module) -> fx.GraphModule:
     return fx.GraphModule(model, Tracer().trace(model), type(model).__name__)
 
 
+def _pools_to_one(size) -> bool:
+    return size == 1 or (isinstance(size, (tuple, list)) and tuple(size) == (1, 1))
+
+
+def _spatial_mean(node: fx.Node) -> str | None:
+    """For `x.mean((2, 3))` / `torch.mean(x, (-2, -1), keepdim=...)` on a 4-D x: "flat" (keepdim False) or
+    "keep"; else None."""
+    if not ((node.op == "call_method" and node.target == "mean") or
+            (node.op == "call_function" and node.target is torch.mean)) or not node.args:
+        return None
+    meta = node.args[0].meta.get("tensor_meta") if isinstance(node.args[0], fx.Node) else None
+    if meta is None or len(meta.shape) != 4 or set(node.kwargs) - {"dim", "keepdim"}:
+        return None
+    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+    if not isinstance(dims, (tuple, list)) or sorted(d % 4 for d in dims) != [2, 3] or not isinstance(keepdim, bool):
+        return None
+    return "keep" if keepdim else "flat"
+
+
+def global_pools(gm: fx.GraphModule) -> list[str]:
+    """Names of the modules that average each channel over the image (nn.AdaptiveAvgPool2d(1), called
+    once). A functional `F.adaptive_avg_pool2d(x, 1)` or a spatial mean `x.mean((2, 3))` first becomes such
+    a module (needs the graph's shapes, ShapeProp), so the lowering can give it edgeopt's uint8 pool."""
+    modules = dict(gm.named_modules())
+    called = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
+    changed = False
+    for node in list(gm.graph.nodes):
+        spatial_mean = _spatial_mean(node)
+        functional = (node.op == "call_function" and node.target is F.adaptive_avg_pool2d and len(node.args) == 2
+                      and not node.kwargs and _pools_to_one(node.args[1]))
+        if not (functional or spatial_mean is not None):
+            continue
+        name = f"{node.name}_module"
+        pool = nn.AdaptiveAvgPool2d(1)
+        pool.edgeopt_replaces = "adaptive_avg_pool2d" if functional else f"mean {spatial_mean}"  # see restore_float_pools
+        gm.add_submodule(name, pool)
+        with gm.graph.inserting_before(node):
+            new = gm.graph.call_module(name, (node.args[0],))
+            if spatial_mean == "flat":  # x.mean((2, 3)): (N, C), the pool's (N, C, 1, 1) flattened
+                new = gm.graph.call_function(torch.flatten, (new, 1))
+        node.replace_all_uses_with(new)
+        gm.graph.erase_node(node)
+        modules[name], called[name], changed = gm.get_submodule(name), 1, True
+    if changed:
+        gm.recompile()
+    return [n.target for n in gm.graph.nodes if n.op == "call_module" and called[n.target] == 1
+            and type(modules.get(n.target)) is nn.AdaptiveAvgPool2d and _pools_to_one(modules[n.target].output_size)]
+
+
 def find_layers(root: nn.Module, gm: fx.GraphModule | None, skip, only=None) -> list[Layer]:
     """Every Conv/Linear-like module of `root`, with whether it can be converted. `only`: if given, the
     names of the layers to convert (the others are listed, left as they are)."""
