@@ -16,6 +16,7 @@
 #include "bindings/validate.h"
 #include "ops/maxpool.h"
 #include "ops/qconv.h"
+#include "ops/qdwconv.h"
 #include "pack/qdw_packed.h"
 #include "pack/qs8_packed.h"
 

@@ -4,15 +4,13 @@
 // A 1x1 stride-1 conv reads its input rows in place; any other conv gathers the rows of one tile at a
 // time into a per-thread buffer (im2col of a tile, never of the whole input), padding taps filled with the
 // input zero point so they contribute exactly nothing after the zero-point correction.
-// Depthwise convs (one filter per channel) have their own kernel fed by an indirection buffer of input
-// row pointers, built per output row.
+// Depthwise convs (one filter per channel) have their own op: ops/qdwconv.h.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
 #include "ops/qgemm_tiles.h"
-#include "pack/qdw_packed.h"
 #include "pack/qs8_packed.h"
 
 namespace edgeopt {
@@ -48,7 +46,9 @@ struct QConvCall {
 // reduction kernel_h*kernel_w*(in_c/groups) in (ky, kx, c) order. Returns the input parameters used.
 // Throws std::domain_error for NaN/Inf inputs.
 U8QuantParams qconv2d(const Qs8PackedView* group_weights, const QConvCall& call);
-// Depthwise: groups == in_c == out_c; the pack has in_c channels of kernel_h*kernel_w taps (ky, kx order).
-U8QuantParams qdwconv2d(const QdwPackedView& w, const QConvCall& call);
+
+// The input of a conv call as u8 NHWC: the caller's bytes, or the float input quantized into kInput
+// scratch. `xp` in: the static parameters; out: the parameters used. Throws like quantize_activations.
+const uint8_t* input_u8(const QConvCall& call, int threads, U8QuantParams* xp);
 
 }  // namespace edgeopt
