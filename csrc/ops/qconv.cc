@@ -1,5 +1,6 @@
 #include "ops/qconv.h"
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -9,6 +10,8 @@ namespace {
 // Below this many gathered bytes (all output pixels x k_padded), a conv gathers every row once before the
 // GEMM, so the column-split tasks of a small-M layer (ResNet's 14x14 and 7x7 stages) share them.
 constexpr size_t kGatherAllBytes = 1 << 20;
+// Filter heights the implicit GEMM takes (row pointers live on the stack); taller filters gather.
+constexpr size_t kMaxIndirectKernelH = 32;
 
 using Index = std::ptrdiff_t;
 
@@ -68,6 +71,86 @@ void gather_row(const ConvGeometry& g, const uint8_t* x, size_t pixel, size_t gr
   std::memset(dst, 0, k_padded - size_t(dst - start));
 }
 
+// The implicit-GEMM kernels' pointers for output pixels [row0, row1) of `group`: per tile of kQGemmMr
+// pixels, per tap (ky, kx), kQGemmMr pointers to the cg input channels that pixel meets at that tap, or to
+// `zero` (cg zero-point bytes) where the tap falls in the padding. Pixels past row1 repeat the last one.
+void build_indirection(const ConvGeometry& g, const uint8_t* x, size_t group, const uint8_t* zero, size_t row0,
+                       size_t row1, const uint8_t** out) {
+  const size_t oh = g.out_h(), ow = g.out_w(), taps = g.kernel_h * g.kernel_w;
+  const Index w = Index(g.in_w), kw = Index(g.kernel_w), dw = Index(g.dilation_w), c = Index(g.in_c);
+  const size_t tiles = (row1 - row0 + kQGemmMr - 1) / kQGemmMr;
+  // Per filter row, the input row of the current output row (nullptr in the padding), already offset to
+  // the group's channels; refreshed when the output row changes.
+  const uint8_t* rows[kMaxIndirectKernelH];
+  size_t n = row0 / (oh * ow), oy = row0 % (oh * ow) / ow, ox = row0 % ow;
+  auto load_rows = [&] {
+    for (size_t ky = 0; ky < g.kernel_h; ++ky) {
+      const Index iy = Index(oy * g.stride_h + ky * g.dilation_h) - Index(g.pad_h);
+      rows[ky] = iy >= 0 && iy < Index(g.in_h) ? x + ((n * g.in_h + size_t(iy)) * g.in_w) * g.in_c + group * (g.in_c / g.groups)
+                                                : nullptr;
+    }
+  };
+  load_rows();
+  for (size_t i = 0; i < tiles * kQGemmMr; ++i) {
+    const uint8_t** p = out + (i / kQGemmMr) * taps * kQGemmMr + i % kQGemmMr;
+    if (row0 + i >= row1) {  // past the end: repeat the previous pixel's pointers
+      for (size_t t = 0; t < taps; ++t) p[t * kQGemmMr] = p[t * kQGemmMr - 1];
+      continue;
+    }
+    const Index ix0 = Index(ox * g.stride_w) - Index(g.pad_w);
+    const bool interior_x = ix0 >= 0 && ix0 + (kw - 1) * dw < w;
+    for (size_t ky = 0; ky < g.kernel_h; ++ky) {
+      const uint8_t* row = rows[ky];
+      if (row == nullptr) {
+        for (Index kx = 0; kx < kw; ++kx, p += kQGemmMr) *p = zero;
+      } else if (interior_x) {
+        const uint8_t* px = row + ix0 * c;
+        for (Index kx = 0; kx < kw; ++kx, p += kQGemmMr) *p = px + kx * dw * c;
+      } else {
+        for (Index kx = 0; kx < kw; ++kx, p += kQGemmMr) {
+          const Index ix = ix0 + kx * dw;
+          *p = ix >= 0 && ix < w ? row + ix * c : zero;
+        }
+      }
+    }
+    if (++ox == ow) {
+      ox = 0;
+      if (++oy == oh) oy = 0, ++n;
+      if (row0 + i + 1 < row1) load_rows();
+    }
+  }
+}
+
+// epilogue(conv) of one group through the implicit-GEMM kernels: the input read in place, tap by tap.
+void qconv_igemm(const QGemmKernels& kern, const ConvGeometry& g, const uint8_t* x, size_t group,
+                 const Qs8PackedView& w, const QGemmEpilogue& ep, uint8_t zero_point, char* out, size_t out_elem,
+                 int threads) {
+  const size_t m = g.batch * g.out_h() * g.out_w(), taps = g.kernel_h * g.kernel_w, kc = g.in_c / g.groups;
+  const size_t n = w.n(), n_blocks = (n + kQGemmNr - 1) / kQGemmNr;
+  const std::vector<uint8_t> zero(kc, zero_point);
+  const QGemmTaskPlan plan = plan_qgemm_tasks(m, n_blocks, w.k_padded(), threads);
+  parallel_for(plan.tasks(), threads, [&](size_t t) {
+    const size_t mi = t % plan.m_chunks, gi = t / plan.m_chunks;
+    const size_t row0 = mi * plan.rows_per_chunk, row1 = std::min(m, row0 + plan.rows_per_chunk);
+    const size_t b0 = gi * plan.blocks_per_group, b1 = std::min(n_blocks, b0 + plan.blocks_per_group);
+    const size_t tile_ptrs = taps * kQGemmMr;
+    auto** ptrs = reinterpret_cast<const uint8_t**>(thread_scratch(
+        ScratchSlot::kTile, (row1 - row0 + kQGemmMr - 1) / kQGemmMr * tile_ptrs * sizeof(uint8_t*)));
+    build_indirection(g, x, group, zero.data(), row0, row1, ptrs);
+    for (size_t b = b0; b < b1; ++b) {
+      const size_t col = b * kQGemmNr, nr = std::min<size_t>(kQGemmNr, n - col);
+      const int8_t* wb = w.blocks + b * w.block_bytes();
+      for (size_t i = row0; i < row1; i += kQGemmMr) {
+        const size_t mr = std::min<size_t>(kQGemmMr, row1 - i);
+        // 3 rows run on the 4-row tile (its fourth row repeats the third); 1 and 2 on their own tiles.
+        const QIgemmUkernelFn uk = kern.igemm_by_rows[mr == 3 ? kQGemmMr : mr];
+        uk(mr, nr, kc, taps, ptrs + (i - row0) / kQGemmMr * tile_ptrs, wb, ep, col,
+           out + (i * g.out_c + col) * out_elem, g.out_c);
+      }
+    }
+  });
+}
+
 }  // namespace
 
 const uint8_t* input_u8(const QConvCall& call, int threads, U8QuantParams* xp) {
@@ -101,6 +184,8 @@ U8QuantParams qconv2d(const Qs8PackedView* group_weights, const QConvCall& call)
   const uint8_t* x = input_u8(call, threads, &xp);
   const bool in_place = g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_h == 0 &&
                         g.pad_w == 0 && g.groups == 1 && g.in_c % kQGemmKr == 0;
+  // Whole groups of 4 channels per tap: the implicit GEMM reads every tap in place.
+  const bool implicit = cg % kQGemmKr == 0 && g.kernel_h <= kMaxIndirectKernelH;
   const size_t out_elem = call.out_kind == OutKind::kU8 ? 1 : 4;
   for (size_t group = 0; group < g.groups; ++group) {
     const Qs8PackedView& w = group_weights[group];
@@ -113,6 +198,8 @@ U8QuantParams qconv2d(const Qs8PackedView* group_weights, const QConvCall& call)
     if (in_place) {
       qgemm_tiled(kern, m, w, ep, [&](size_t row0, size_t) { return ARows{x + row0 * g.in_c, g.in_c}; }, out_group,
                   g.out_c, threads);
+    } else if (implicit) {
+      qconv_igemm(kern, g, x, group, w, ep, zp, out_group, out_elem, threads);
     } else if (m * kp <= kGatherAllBytes) {
       uint8_t* all = thread_scratch(ScratchSlot::kGathered, m * kp);
       const size_t chunks = std::min(m, size_t(threads) * 4);

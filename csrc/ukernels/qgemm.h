@@ -74,6 +74,28 @@ void eo_qu8s8_gemm_minmax_ukernel_1x16c4__avx2(size_t mr, size_t nr, size_t k_pa
                                                size_t a_stride, const int8_t* w, const QGemmEpilogue& ep,
                                                size_t col, void* c, size_t c_stride);
 
+// Implicit GEMM ("igemm", XNNPACK's name) for convolutions: the same tile, with the reduction split into
+// ks taps of kc bytes each (kc a multiple of kQGemmKr) read through pointers instead of from one row.
+// a: per tap, kQGemmMr pointers (tap-major: a[t * kQGemmMr + r]), each to the kc bytes row r meets at tap t
+//   (an input pixel's channels read in place, or a buffer of zero-point bytes for padding); rows r >= mr
+//   repeat a real row's pointers (their results are not stored). The kernels read exactly kc bytes each.
+// w: the packed block holding `col`, its reduction ks * kc long in (tap, k) order.
+using QIgemmUkernelFn = void (*)(size_t mr, size_t nr, size_t kc, size_t ks, const uint8_t* const* a,
+                                 const int8_t* w, const QGemmEpilogue& ep, size_t col, void* c, size_t c_stride);
+
+void eo_qu8s8_igemm_minmax_ukernel_4x16c4__ref(size_t mr, size_t nr, size_t kc, size_t ks, const uint8_t* const* a,
+                                               const int8_t* w, const QGemmEpilogue& ep, size_t col, void* c,
+                                               size_t c_stride);
+void eo_qu8s8_igemm_minmax_ukernel_4x16c4__avx2(size_t mr, size_t nr, size_t kc, size_t ks, const uint8_t* const* a,
+                                                const int8_t* w, const QGemmEpilogue& ep, size_t col, void* c,
+                                                size_t c_stride);
+void eo_qu8s8_igemm_minmax_ukernel_2x16c4__avx2(size_t mr, size_t nr, size_t kc, size_t ks, const uint8_t* const* a,
+                                                const int8_t* w, const QGemmEpilogue& ep, size_t col, void* c,
+                                                size_t c_stride);
+void eo_qu8s8_igemm_minmax_ukernel_1x16c4__avx2(size_t mr, size_t nr, size_t kc, size_t ks, const uint8_t* const* a,
+                                                const int8_t* w, const QGemmEpilogue& ep, size_t col, void* c,
+                                                size_t c_stride);
+
 // Activation quantization (per tensor). Range scan: min and max over a rows x cols matrix (row stride
 // in elements); returns false if any value is NaN or +-Inf.
 using F32MinMaxFn = bool (*)(size_t rows, size_t cols, const float* x, size_t x_stride, float* min_out,

@@ -1,11 +1,13 @@
 // AVX2 {1,2,4}x16c4 u8 x s8 GEMM micro-kernels with fused epilogue (see ukernels/qgemm.h for the layout and
 // the saturation argument). Per group of 4 k: 2 weight loads, 4 broadcasts, 8 x (vpmaddubsw, vpmaddwd
-// with ones, vpaddd) -- the MLAS/FBGEMM recipe; 8 accumulators leave registers for the operands.
+// with ones, vpaddd) -- the MLAS/FBGEMM recipe; 8 accumulators leave registers for the operands. The
+// 4-row loop is in assembly (qu8s8-4x16c4-loop-avx2.h: GCC's version of it copied and spilled).
 #include <immintrin.h>
 
 #include <cstring>
 
 #include "ukernels/avx2/qgemm-epilogue-avx2.h"
+#include "ukernels/avx2/qu8s8-4x16c4-loop-avx2.h"
 #include "ukernels/qgemm.h"
 
 namespace edgeopt {
@@ -49,31 +51,14 @@ inline void gemm_tile(size_t mr, size_t nr, size_t k_padded, const uint8_t* a, s
 void eo_qu8s8_gemm_minmax_ukernel_4x16c4__avx2(size_t mr, size_t nr, size_t k_padded, const uint8_t* a,
                                                size_t a_stride, const int8_t* w, const QGemmEpilogue& ep,
                                                size_t col, void* c, size_t c_stride) {
-  // Written out rather than gemm_tile<4>: with accumulators in an array GCC copies and spills them
-  // every iteration (measured: ~12 extra moves and 2 stores per k group).
+  // Rows past mr alias the last real row: the loop stays branch-free and their results are not stored.
   const uint8_t* a0 = a;
   const uint8_t* a1 = mr > 1 ? a0 + a_stride : a0;
   const uint8_t* a2 = mr > 2 ? a1 + a_stride : a1;
   const uint8_t* a3 = mr > 3 ? a2 + a_stride : a2;
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
-  for (size_t k = 0; k < k_padded; k += kQGemmKr) {
-    const __m256i w0 = _mm256_loadu_si256((const __m256i*)w);
-    const __m256i w1 = _mm256_loadu_si256((const __m256i*)(w + 32));
-    w += 64;
-    __m256i va = broadcast4(a0 + k);
-    c00 = dot4(c00, va, w0, ones);
-    c01 = dot4(c01, va, w1, ones);
-    va = broadcast4(a1 + k);
-    c10 = dot4(c10, va, w0, ones);
-    c11 = dot4(c11, va, w1, ones);
-    va = broadcast4(a2 + k);
-    c20 = dot4(c20, va, w0, ones);
-    c21 = dot4(c21, va, w1, ones);
-    va = broadcast4(a3 + k);
-    c30 = dot4(c30, va, w0, ones);
-    c31 = dot4(c31, va, w1, ones);
-  }
+  dot_4x16c4(k_padded, a0, a1, a2, a3, w, c00, c01, c10, c11, c20, c21, c30, c31, ones);
   const size_t row_bytes = c_stride * elem_size(ep.out_kind);
   char* out = static_cast<char*>(c);
   const ColumnEpilogue ce = column_epilogue(ep, col);
