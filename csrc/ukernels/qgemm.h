@@ -9,6 +9,7 @@
 // every kernel here equals a plain int32 dot product exactly.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -29,7 +30,11 @@ enum class OutKind : int32_t { kF32 = 0, kU8 = 1, kS32 = 2 };
 // What the kernel does after accumulating acc[i][j] = sum_k a[i][k] * w[j][k]:
 //   s32: acc - a_zero_point * w_colsum[j]                            (the exact integer result)
 //   f32: clamp(fma(float(s32), a_scale * w_scale[j], bias[j]) [+ residual], out_min, out_max)
-//   u8 : clamp(rint(f32 * out_inv_scale) + out_zero_point, 0, 255)
+//   u8 with a residual: clamp(rint(f32 * out_inv_scale) + out_zero_point, 0, 255)
+//   u8 without: rint(clamp(fma(float(s32), a_scale * w_scale[j] * out_inv_scale,
+//                              fma(bias[j], out_inv_scale, out_zero_point)), u8_out_lo, u8_out_hi))
+//     the same value as the line above up to where one rounding instead of two lands a value on the other
+//     side of a .5 boundary, in a third of the instructions (the epilogue is a large part of a short-K layer).
 // Arrays are indexed by absolute column and padded to a multiple of kQGemmNr.
 struct QGemmEpilogue {
   const int32_t* w_colsum;
@@ -47,6 +52,15 @@ struct QGemmEpilogue {
   const float* residual = nullptr;
   const char* out_base = nullptr;
 };
+
+// The u8 output's clamp on the fused (u8-grid) path: the activation bounds moved to the u8 grid, within [0, 255].
+inline float u8_out_lo(const QGemmEpilogue& ep) {
+  return std::fmax(std::fma(ep.out_min, ep.out_inv_scale, float(ep.out_zero_point)), 0.0f);
+}
+inline float u8_out_hi(const QGemmEpilogue& ep) {
+  return std::fmin(std::fma(ep.out_max, ep.out_inv_scale, float(ep.out_zero_point)), 255.0f);
+}
+inline bool u8_fused_epilogue(const QGemmEpilogue& ep) { return ep.out_kind == OutKind::kU8 && ep.residual == nullptr; }
 
 // Index into ep.residual of the output element at `c` (the caller checked ep.residual).
 inline size_t residual_index(const QGemmEpilogue& ep, const void* c) {
