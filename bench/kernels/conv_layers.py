@@ -8,13 +8,13 @@ output for the Linear heads), called directly so the figure is the kernel's, not
 ceiling (`_C.measure_ceiling("s8_madd")`) is measured in the same worker, before and after its layers.
 
 Each contender runs in its own process (a runtime's spinning threads would slow the other), alternating
-OpenVINO / edgeopt per thread count for --rounds rounds; the figure per layer is the median of the rounds'
+OpenVINO / edgeopt (and an older edgeopt build given by --before) per thread count for --rounds rounds; the figure per layer is the median of the rounds'
 medians. Run it under the avx2only shim (LD_PRELOAD=/tmp/avx2only/avx2only.so) so OpenVINO picks its AVX2
 kernels, and under /work/tools/quiet:
 
     LD_PRELOAD=/tmp/avx2only/avx2only.so python bench/kernels/conv_layers.py [--threads 1,2] [--only a,b]
 
---profile NAME runs one layer's edgeopt call in a loop without timing (for callgrind / perf).
+--profile NAME [--calls N] runs one layer's edgeopt call N times without timing (for callgrind / perf).
 """
 from __future__ import annotations
 
@@ -244,37 +244,44 @@ def worker(args) -> None:
     print(json.dumps(fn(layers, args.threads, args.reps)))
 
 
-def run_worker(impl: str, threads: int, layers: list[Layer], reps: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", impl, "--threads", str(threads), "--reps", str(reps),
+def run_worker(impl: str, threads: int, layers: list[Layer], reps: int, python: str = sys.executable) -> dict:
+    cmd = [python, __file__, "--worker", impl, "--threads", str(threads), "--reps", str(reps),
            "--layers", ",".join(layer.name for layer in layers)]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def table(layers: list[Layer], threads: int, ov: list[dict], eo: list[dict]) -> list[str]:
-    ceil = statistics.median([r[k] for r in eo for k in ("_ceiling_before", "_ceiling_after")])
+def table(layers: list[Layer], threads: int, ov: list[dict], eo: list[dict], before: list[dict]) -> list[str]:
+    probes = [r[k] for r in eo + before for k in ("_ceiling_before", "_ceiling_after")]
+    ceil = statistics.median(probes)
     lines = [f"### {threads} thread{'s' if threads > 1 else ''} (int8 chain ceiling {ceil:.1f} GMAC/s, median of "
-             f"{2 * len(eo)} probes)", "",
-             "| layer | MMAC | OpenVINO us (kernel) | edgeopt us | edgeopt GMAC/s | % ceiling | OV % ceiling | ratio OV/eo |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             f"{len(probes)} probes, range {min(probes):.1f}-{max(probes):.1f})", ""]
+    head = "| layer | MMAC | OpenVINO us (kernel) | OV % ceil |"
+    rule = "| --- | ---: | ---: | ---: |"
+    if before:
+        head += " before us | before % ceil | ratio before |"
+        rule += " ---: | ---: | ---: |"
+    head += " edgeopt us | GMAC/s | % ceil | ratio OV/eo |"
+    rule += " ---: | ---: | ---: | ---: |"
+    lines += [head, rule]
+    pct = lambda macs, us: 100 * macs / us / 1e3 / ceil  # noqa: E731
     for layer in layers:
         o = statistics.median(r[layer.name]["us"] for r in ov)
         e = statistics.median(r[layer.name]["us"] for r in eo)
-        g = layer.macs / e / 1e3
-        lines.append(f"| {layer.name} | {layer.macs / 1e6:.1f} | {o:.1f} ({ov[0][layer.name]['kernel']}) | {e:.1f} | "
-                     f"{g:.1f} | {100 * g / ceil:.0f}% | {100 * layer.macs / o / 1e3 / ceil:.0f}% | {o / e:.2f}x |")
+        row = f"| {layer.name} | {layer.macs / 1e6:.1f} | {o:.1f} ({ov[0][layer.name]['kernel']}) | {pct(layer.macs, o):.0f}% |"
+        if before:
+            b = statistics.median(r[layer.name]["us"] for r in before)
+            row += f" {b:.1f} | {pct(layer.macs, b):.0f}% | {o / b:.2f}x |"
+        row += f" {e:.1f} | {layer.macs / e / 1e3:.1f} | {pct(layer.macs, e):.0f}% | {o / e:.2f}x |"
+        lines.append(row)
     return lines
 
 
-def profile(name: str, threads: int, seconds: float) -> None:
+def profile(name: str, threads: int, calls: int) -> None:
     call = edgeopt_call(BY_NAME[name], threads)
-    call()
-    t_end = time.perf_counter() + seconds
-    n = 0
-    while time.perf_counter() < t_end:
+    for _ in range(calls):
         call()
-        n += 1
-    print(f"{name}: {n} calls")
+    print(f"{name}: {calls} calls")
 
 
 def main() -> None:
@@ -284,8 +291,10 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="write the tables and raw results here")
+    ap.add_argument("--before", default="", help="python of another edgeopt build (e.g. a venv with main installed): "
+                    "timed in the same rounds as a third contender")
     ap.add_argument("--profile", default="", help="run this layer's edgeopt call in a loop (no timing)")
-    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--calls", type=int, default=1000, help="with --profile: calls to make")
     ap.add_argument("--worker", choices=["openvino", "edgeopt"], help=argparse.SUPPRESS)
     ap.add_argument("--layers", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -293,7 +302,7 @@ def main() -> None:
         args.threads = int(args.threads)
         return worker(args)
     if args.profile:
-        return profile(args.profile, int(args.threads.split(",")[0]), args.seconds)
+        return profile(args.profile, int(args.threads.split(",")[0]), args.calls)
     prefixes = [p for p in args.only.split(",") if p]
     layers = [layer for layer in LAYERS if not prefixes or any(layer.name.startswith(p) for p in prefixes)]
     shim = "avx2only" in os.environ.get("LD_PRELOAD", "")
@@ -303,12 +312,14 @@ def main() -> None:
             "batch 1; u8 NHWC in, u8 out (Linear: f32 out)", ""]
     raw, lines = {}, list(head)
     for threads in [int(t) for t in args.threads.split(",")]:
-        ov, eo = [], []
+        ov, eo, before = [], [], []
         for _ in range(args.rounds):
             ov.append(run_worker("openvino", threads, layers, args.reps))
+            if args.before:
+                before.append(run_worker("edgeopt", threads, layers, args.reps, args.before))
             eo.append(run_worker("edgeopt", threads, layers, args.reps))
-        raw[threads] = {"openvino": ov, "edgeopt": eo}
-        lines += table(layers, threads, ov, eo) + [""]
+        raw[threads] = {"openvino": ov, "edgeopt": eo, "before": before}
+        lines += table(layers, threads, ov, eo, before) + [""]
         print("\n".join(lines[-len(layers) - 6:]), flush=True)
     lines.append(f"load average after {os.getloadavg()[0]:.2f}; edgeopt ISA {raw[threads]['edgeopt'][0]['_isa']}")
     print(lines[-1])
