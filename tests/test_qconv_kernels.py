@@ -231,6 +231,10 @@ def test_bad_calls_raise_clear_errors(rng):
     with pytest.raises(ValueError, match="depthwise weights are for"):
         dw = pack_conv(rng.integers(-5, 5, (4, 1, 3, 3)).astype(np.int8), 4, True)
         _C.qconv2d(x, dw, np.empty((1, 5, 5, 4), np.float32), (3, 3), (1, 1), (1, 1), (1, 1), 1, False)
+    with pytest.raises(ValueError, match="taller than 32"):
+        tall = pack_conv(rng.integers(-5, 5, (2, 4, 33, 1)).astype(np.int8), 1, False)
+        _C.qconv2d(np.zeros((1, 33, 2, 4), np.uint8), tall, np.empty((1, 1, 2, 2), np.float32), (33, 1), (1, 1),
+                   (0, 0), (1, 1), 1, False)
     with pytest.raises(ValueError, match="outside"):
         _C.qconv_pack(np.full((2, 9), 64, np.int8), np.ones(2, np.float32))
     with pytest.raises(ValueError, match="-128"):
