@@ -154,7 +154,9 @@ void qconv_igemm(const QGemmKernels& kern, const ConvGeometry& g, const uint8_t*
   const size_t m = g.batch * g.out_h() * g.out_w(), taps = g.kernel_h * g.kernel_w, kc = g.in_c / g.groups;
   const size_t n = w.n(), n_blocks = (n + kQGemmNr - 1) / kQGemmNr;
   const std::vector<uint8_t> zero(kc, zero_point);
-  const QGemmTaskPlan plan = plan_qgemm_tasks(m, n_blocks, w.k_padded(), threads);
+  // Rows split first: each task builds its rows' pointers, so a column split would build them again.
+  const QGemmTaskPlan plan = plan_qgemm_tasks(m, n_blocks, w.k_padded(), threads, /*rows_cost=*/true);
+  const size_t blocks_per_call = qgemm_blocks_per_call(w.k_padded());
   parallel_for(plan.tasks(), threads, [&](size_t t) {
     const size_t mi = t % plan.m_chunks, gi = t / plan.m_chunks;
     const size_t row0 = mi * plan.rows_per_chunk, row1 = std::min(m, row0 + plan.rows_per_chunk);
@@ -163,14 +165,14 @@ void qconv_igemm(const QGemmKernels& kern, const ConvGeometry& g, const uint8_t*
     auto** ptrs = reinterpret_cast<const uint8_t**>(thread_scratch(
         ScratchSlot::kTile, (row1 - row0 + kQGemmMr - 1) / kQGemmMr * tile_ptrs * sizeof(uint8_t*)));
     build_indirection(g, x, group, zero.data(), row0, row1, ptrs);
-    for (size_t b = b0; b < b1; ++b) {
-      const size_t col = b * kQGemmNr, nr = std::min<size_t>(kQGemmNr, n - col);
+    for (size_t b = b0; b < b1; b += blocks_per_call) {
+      const size_t col = b * kQGemmNr, nc = std::min(n, std::min(b1, b + blocks_per_call) * kQGemmNr) - col;
       const int8_t* wb = w.blocks + b * w.block_bytes();
       for (size_t i = row0; i < row1; i += kQGemmMr) {
         const size_t mr = std::min<size_t>(kQGemmMr, row1 - i);
         // 3 rows run on the 4-row tile (its fourth row repeats the third); 1 and 2 on their own tiles.
         const QIgemmUkernelFn uk = kern.igemm_by_rows[mr == 3 ? kQGemmMr : mr];
-        uk(mr, nr, kc, taps, ptrs + (i - row0) / kQGemmMr * tile_ptrs, wb, ep, col,
+        uk(mr, nc, kc, taps, ptrs + (i - row0) / kQGemmMr * tile_ptrs, wb, ep, col,
            out + (i * g.out_c + col) * out_elem, g.out_c);
       }
     }

@@ -12,6 +12,8 @@ namespace {
 // Activation rows kept in L2 while every weight block of a task streams past them (the target's L2 is
 // 256 KB; half of it for A leaves room for the weight block being read).
 constexpr size_t kL2ABytes = 128 * 1024;
+// The weights one micro-kernel call walks for a row tile, kept in L2 for the next tile (the rest of L2).
+constexpr size_t kL2WeightBytes = 96 * 1024;
 // Tasks per thread a layer is split into when it is big enough (dynamic claiming then leaves a thread idle
 // for at most ~1/16 of the layer), and the fewest MACs worth a task (~1-2 us of kernel time).
 constexpr size_t kTasksPerThread = 8;
@@ -100,6 +102,10 @@ QGemmEpilogue make_qgemm_epilogue(const int32_t* w_colsum, const float* w_scale,
 
 size_t qgemm_rows_per_tile(size_t k_padded) {
   return std::clamp<size_t>(kL2ABytes / k_padded / kQGemmMr * kQGemmMr, kQGemmMr, 256);
+}
+
+size_t qgemm_blocks_per_call(size_t k_padded) {
+  return std::max<size_t>(1, kL2WeightBytes / (k_padded * kQGemmNr));
 }
 
 QGemmTaskPlan plan_qgemm_tasks(size_t m, size_t n_blocks, size_t k_padded, int threads, bool rows_cost) {

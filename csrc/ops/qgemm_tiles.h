@@ -58,6 +58,9 @@ ARows prepare_u8_input(const float* x_f32, const uint8_t* x_u8, size_t m, size_t
 
 // Rows per tile: as many as keep their activations in L2 while weight blocks stream past them.
 size_t qgemm_rows_per_tile(size_t k_padded);
+// Column blocks per micro-kernel call: as many as keep their weights in L2 from one row tile to the next
+// (the call walks them all for one tile; a short-K layer then pays the call once per tile).
+size_t qgemm_blocks_per_call(size_t k_padded);
 
 // How a GEMM-shaped layer (m rows, n_blocks column blocks of kQGemmNr, reduction k_padded) is split into
 // tasks for the pool: row chunks (multiples of kQGemmMr, as even as that allows) x column groups. Splits the
@@ -84,19 +87,20 @@ void qgemm_tiled(const QGemmKernels& kern, size_t m, const Qs8PackedView& w, con
   const size_t mr_main = std::min<size_t>(m, kQGemmMr);
   const QGemmUkernelFn main_kernel = kern.gemm_by_rows[mr_main];
   const QGemmTaskPlan plan = plan_qgemm_tasks(m, n_blocks, kp, threads, rows_are_gathered);
+  const size_t blocks_per_call = qgemm_blocks_per_call(kp);
   char* c = static_cast<char*>(out);
   parallel_for(plan.tasks(), threads, [&](size_t t) {
     const size_t mi = t % plan.m_chunks, gi = t / plan.m_chunks;
     const size_t row0 = mi * plan.rows_per_chunk, row1 = std::min(m, row0 + plan.rows_per_chunk);
     const size_t b0 = gi * plan.blocks_per_group, b1 = std::min(n_blocks, b0 + plan.blocks_per_group);
     const ARows a = rows(row0, row1);
-    for (size_t b = b0; b < b1; ++b) {
-      const size_t col = b * kQGemmNr, nr = std::min<size_t>(kQGemmNr, n - col);
+    for (size_t b = b0; b < b1; b += blocks_per_call) {
+      const size_t col = b * kQGemmNr, nc = std::min(n, std::min(b1, b + blocks_per_call) * kQGemmNr) - col;
       const int8_t* wb = w.blocks + b * w.block_bytes();
       for (size_t i = row0; i < row1; i += kQGemmMr) {
         const size_t mr = std::min<size_t>(kQGemmMr, row1 - i);
         const QGemmUkernelFn uk = mr == mr_main ? main_kernel : kern.gemm_by_rows[mr];
-        uk(mr, nr, kp, a.a + (i - row0) * a.stride, a.stride, wb, ep, col, c + (i * out_stride + col) * out_elem,
+        uk(mr, nc, kp, a.a + (i - row0) * a.stride, a.stride, wb, ep, col, c + (i * out_stride + col) * out_elem,
            out_stride);
       }
     }

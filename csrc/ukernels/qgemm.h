@@ -55,10 +55,12 @@ struct QGemmEpilogue {
 
 // The u8 output's clamp on the fused (u8-grid) path: the activation bounds moved to the u8 grid, within [0, 255].
 inline float u8_out_lo(const QGemmEpilogue& ep) {
-  return std::fmax(std::fma(ep.out_min, ep.out_inv_scale, float(ep.out_zero_point)), 0.0f);
+  const float lo = std::fma(ep.out_min, ep.out_inv_scale, float(ep.out_zero_point));
+  return lo > 0.0f ? lo : 0.0f;
 }
 inline float u8_out_hi(const QGemmEpilogue& ep) {
-  return std::fmin(std::fma(ep.out_max, ep.out_inv_scale, float(ep.out_zero_point)), 255.0f);
+  const float hi = std::fma(ep.out_max, ep.out_inv_scale, float(ep.out_zero_point));
+  return hi < 255.0f ? hi : 255.0f;
 }
 inline bool u8_fused_epilogue(const QGemmEpilogue& ep) { return ep.out_kind == OutKind::kU8 && ep.residual == nullptr; }
 
@@ -67,24 +69,26 @@ inline size_t residual_index(const QGemmEpilogue& ep, const void* c) {
   return size_t(static_cast<const char*>(c) - ep.out_base) / (ep.out_kind == OutKind::kU8 ? 1 : 4);
 }
 
-// Computes an mr x nr tile (mr <= kQGemmMr, nr <= kQGemmNr) of C starting at column `col`.
-// a: mr rows of k_padded u8 values, rows a_stride bytes apart. w: the packed block holding `col`.
-// c: the tile's first element, of the type out_kind names; rows c_stride elements apart.
-using QGemmUkernelFn = void (*)(size_t mr, size_t nr, size_t k_padded, const uint8_t* a, size_t a_stride,
+// Computes mr rows (mr <= kQGemmMr) x nc columns of C starting at column `col` (a multiple of kQGemmNr),
+// one packed block of kQGemmNr columns after another.
+// a: mr rows of k_padded u8 values, rows a_stride bytes apart. w: the packed block holding `col`, the
+// following blocks after it. c: the tile's first element, of the type out_kind names; rows c_stride
+// elements apart.
+using QGemmUkernelFn = void (*)(size_t mr, size_t nc, size_t k_padded, const uint8_t* a, size_t a_stride,
                                 const int8_t* w, const QGemmEpilogue& ep, size_t col, void* c,
                                 size_t c_stride);
 
-void eo_qu8s8_gemm_minmax_ukernel_4x16c4__ref(size_t mr, size_t nr, size_t k_padded, const uint8_t* a,
+void eo_qu8s8_gemm_minmax_ukernel_4x16c4__ref(size_t mr, size_t nc, size_t k_padded, const uint8_t* a,
                                               size_t a_stride, const int8_t* w, const QGemmEpilogue& ep,
                                               size_t col, void* c, size_t c_stride);
 // The __ref kernel serves every mr <= 4; the avx2 ones are the 4-row tile and narrow ones for small M.
-void eo_qu8s8_gemm_minmax_ukernel_4x16c4__avx2(size_t mr, size_t nr, size_t k_padded, const uint8_t* a,
+void eo_qu8s8_gemm_minmax_ukernel_4x16c4__avx2(size_t mr, size_t nc, size_t k_padded, const uint8_t* a,
                                                size_t a_stride, const int8_t* w, const QGemmEpilogue& ep,
                                                size_t col, void* c, size_t c_stride);
-void eo_qu8s8_gemm_minmax_ukernel_2x16c4__avx2(size_t mr, size_t nr, size_t k_padded, const uint8_t* a,
+void eo_qu8s8_gemm_minmax_ukernel_2x16c4__avx2(size_t mr, size_t nc, size_t k_padded, const uint8_t* a,
                                                size_t a_stride, const int8_t* w, const QGemmEpilogue& ep,
                                                size_t col, void* c, size_t c_stride);
-void eo_qu8s8_gemm_minmax_ukernel_1x16c4__avx2(size_t mr, size_t nr, size_t k_padded, const uint8_t* a,
+void eo_qu8s8_gemm_minmax_ukernel_1x16c4__avx2(size_t mr, size_t nc, size_t k_padded, const uint8_t* a,
                                                size_t a_stride, const int8_t* w, const QGemmEpilogue& ep,
                                                size_t col, void* c, size_t c_stride);
 
@@ -93,20 +97,20 @@ void eo_qu8s8_gemm_minmax_ukernel_1x16c4__avx2(size_t mr, size_t nr, size_t k_pa
 // a: per tap, kQGemmMr pointers (tap-major: a[t * kQGemmMr + r]), each to the kc bytes row r meets at tap t
 //   (an input pixel's channels read in place, or a buffer of zero-point bytes for padding); rows r >= mr
 //   repeat a real row's pointers (their results are not stored). The kernels read exactly kc bytes each.
-// w: the packed block holding `col`, its reduction ks * kc long in (tap, k) order.
-using QIgemmUkernelFn = void (*)(size_t mr, size_t nr, size_t kc, size_t ks, const uint8_t* const* a,
+// w: the packed block holding `col`, its reduction ks * kc long in (tap, k) order; nc columns as in the GEMM.
+using QIgemmUkernelFn = void (*)(size_t mr, size_t nc, size_t kc, size_t ks, const uint8_t* const* a,
                                  const int8_t* w, const QGemmEpilogue& ep, size_t col, void* c, size_t c_stride);
 
-void eo_qu8s8_igemm_minmax_ukernel_4x16c4__ref(size_t mr, size_t nr, size_t kc, size_t ks, const uint8_t* const* a,
+void eo_qu8s8_igemm_minmax_ukernel_4x16c4__ref(size_t mr, size_t nc, size_t kc, size_t ks, const uint8_t* const* a,
                                                const int8_t* w, const QGemmEpilogue& ep, size_t col, void* c,
                                                size_t c_stride);
-void eo_qu8s8_igemm_minmax_ukernel_4x16c4__avx2(size_t mr, size_t nr, size_t kc, size_t ks, const uint8_t* const* a,
+void eo_qu8s8_igemm_minmax_ukernel_4x16c4__avx2(size_t mr, size_t nc, size_t kc, size_t ks, const uint8_t* const* a,
                                                 const int8_t* w, const QGemmEpilogue& ep, size_t col, void* c,
                                                 size_t c_stride);
-void eo_qu8s8_igemm_minmax_ukernel_2x16c4__avx2(size_t mr, size_t nr, size_t kc, size_t ks, const uint8_t* const* a,
+void eo_qu8s8_igemm_minmax_ukernel_2x16c4__avx2(size_t mr, size_t nc, size_t kc, size_t ks, const uint8_t* const* a,
                                                 const int8_t* w, const QGemmEpilogue& ep, size_t col, void* c,
                                                 size_t c_stride);
-void eo_qu8s8_igemm_minmax_ukernel_1x16c4__avx2(size_t mr, size_t nr, size_t kc, size_t ks, const uint8_t* const* a,
+void eo_qu8s8_igemm_minmax_ukernel_1x16c4__avx2(size_t mr, size_t nc, size_t kc, size_t ks, const uint8_t* const* a,
                                                 const int8_t* w, const QGemmEpilogue& ep, size_t col, void* c,
                                                 size_t c_stride);
 
