@@ -26,7 +26,7 @@ def __getattr__(name):
         from edgeopt._native import _C
 
         return getattr(_C, name)
-    if name in ("nn", "low_rank", "quantize"):  # low_rank, quantize: callable modules, edgeopt.quantize(model, ...)
+    if name in ("nn", "low_rank", "quantize", "profile", "perf"):  # low_rank, quantize, profile: callable modules
         import importlib
 
         return importlib.import_module(f"edgeopt.{name}")
@@ -34,5 +34,17 @@ def __getattr__(name):
         from edgeopt.quantize_linear import quantize_linear_layers
 
         return quantize_linear_layers
-    if name in ("prune", "sparsify"): return __import__("importlib").import_module(f"edgeopt.{name}")
+    if name in ("prune", "sparsify"):
+        import importlib
+
+        return importlib.import_module(f"edgeopt.{name}")
+    if name in ("optimize", "Distill", "FineTune", "LowRank", "Prune", "PruneChannels", "Quantize"):
+        import importlib
+
+        pipeline = importlib.import_module("edgeopt.optimize")  # callable: edgeopt.optimize(model, steps, ...)
+        return pipeline if name == "optimize" else getattr(pipeline, name)
+    if name in ("Report", "LayerReport"):
+        import importlib
+
+        return getattr(importlib.import_module("edgeopt.passes.report"), name)
     raise AttributeError(f"module 'edgeopt' has no attribute {name!r}")

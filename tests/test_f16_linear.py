@@ -201,8 +201,8 @@ def test_opcheck():
     torch.manual_seed(2)
     h = HalfLinear.from_float(nn.Linear(40, 24))
     x = torch.randn(5, 40)
-    torch.library.opcheck(torch.ops.edgeopt.fw_linear.default, (x, h.packed_weight, 24, float("-inf"), float("inf")))
-    torch.library.opcheck(torch.ops.edgeopt.fw_linear.default, (x[:1], h.packed_weight, 24, 0.0, 6.0))
+    torch.library.opcheck(torch.ops.edgeopt.fw_linear.default, (x, h.packed_weight, 40, 24, float("-inf"), float("inf")))
+    torch.library.opcheck(torch.ops.edgeopt.fw_linear.default, (x[:1], h.packed_weight, 40, 24, 0.0, 6.0))
 
 
 def test_torch_compile_fullgraph_keeps_the_op():
@@ -224,5 +224,5 @@ def test_eager_fast_path_equals_the_op(linear):
     # forward calls the native function directly in eager mode (op dispatch costs more than small layers)
     h = HalfLinear.from_float(linear, activation="relu")
     x = torch.randn(3, 257)
-    op = torch.ops.edgeopt.fw_linear(x, h.packed_weight, 131, 0.0, float("inf"))
+    op = torch.ops.edgeopt.fw_linear(x, h.packed_weight, 257, 131, 0.0, float("inf"))
     assert torch.equal(h(x), op)

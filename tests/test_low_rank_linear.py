@@ -140,7 +140,7 @@ def test_opcheck():
     lr = LowRankLinear.from_float(nn.Linear(40, 24), rank=5)
     for x in (torch.randn(1, 40), torch.randn(50, 40)):
         torch.library.opcheck(torch.ops.edgeopt.low_rank_linear.default,
-                              (x, lr.packed_v, lr.packed_u, 24, float("-inf"), float("inf")))
+                              (x, lr.packed_v, lr.packed_u, 40, 24, float("-inf"), float("inf")))
 
 
 def test_torch_compile_fullgraph_keeps_the_op():
@@ -161,7 +161,7 @@ def test_torch_compile_fullgraph_keeps_the_op():
 def test_eager_fast_path_equals_the_op(linear):
     lr = LowRankLinear.from_float(linear, rank=24)
     for x in (torch.randn(1, 257), torch.randn(70, 257)):
-        op = torch.ops.edgeopt.low_rank_linear(x, lr.packed_v, lr.packed_u, 131, float("-inf"), float("inf"))
+        op = torch.ops.edgeopt.low_rank_linear(x, lr.packed_v, lr.packed_u, 257, 131, float("-inf"), float("inf"))
         assert torch.equal(lr(x), op)
         assert torch.equal(lr.unfused(x), op)
 
@@ -195,7 +195,7 @@ def test_int8_accuracy_state_dict_opcheck_and_errors(linear):
     fresh.load_state_dict(lr.state_dict())
     assert fresh.weight_dtype == "int8" and torch.equal(fresh(x), y)
     torch.library.opcheck(torch.ops.edgeopt.qs8_low_rank_linear.default,
-                          (x, lr.packed_v, lr.packed_u, 131, float("-inf"), float("inf")))
+                          (x, lr.packed_v, lr.packed_u, 257, 131, float("-inf"), float("inf")))
     with pytest.raises(ValueError, match="NaN or Inf"):
         lr(torch.full((1, 257), float("nan")))
     with pytest.raises(ValueError, match="s8 16c4"):  # a float buffer handed to the int8 op

@@ -13,6 +13,9 @@ CASES = [  # (channels, h, w, kernel, stride, padding, dilation, ceil_mode)
     (3, 5, 7, (2, 3), (1, 2), (1, 1), 1, True),
     (1, 6, 6, 2, 2, 0, 1, False),
     (70, 1, 1, 3, 2, 1, 1, False),
+    (100, 13, 11, 5, 2, 2, 1, False),     # two-vector, one-vector and tail steps; a 5-wide window
+    (257, 6, 7, 4, 3, 1, 1, True),        # a window width with no unrolled kernel
+    (19, 12, 3, (3, 1), (2, 1), (1, 0), (1, 2), False),
 ]
 
 

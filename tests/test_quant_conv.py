@@ -133,9 +133,10 @@ def test_opcheck_and_compile_keep_the_op():
     torch.manual_seed(4)
     q = QuantConv2d.from_float(nn.Conv2d(6, 8, 3, padding=1, groups=2), input_range=(-3, 3), activation="relu")
     x = torch.randn(1, 6, 7, 7).contiguous(memory_format=torch.channels_last)
-    args = (x.permute(0, 2, 3, 1).contiguous(), q.packed_weight, 8, [3, 3], [1, 1], [1, 1], [1, 1], 2, False,
-            *q._input_params, 0.0, float("inf"), 1.0, 0, False)
-    torch.library.opcheck(torch.ops.edgeopt.quant_conv2d.default, args)
+    for xin in (x, x.contiguous(), x[0]):  # channels_last, NCHW, unbatched
+        args = (xin, q.packed_weight, 6, 8, [3, 3], [1, 1], [1, 1], [1, 1], 2, False, *q._input_params, 0.0,
+                float("inf"), 1.0, 0, False, False, None)
+        torch.library.opcheck(torch.ops.edgeopt.quant_conv2d.default, args)
     compiled = torch.compile(q, fullgraph=True)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), q(x), rtol=0, atol=0)

@@ -106,9 +106,10 @@ def test_errors_opcheck_and_compile():
         s(torch.randn(1, 4, 5, 5, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"\(N, 4, H, W\)"):
         s(torch.randn(1, 3, 5, 5))
-    x = torch.randn(1, 4, 6, 5).permute(0, 2, 3, 1).contiguous()
-    torch.library.opcheck(torch.ops.edgeopt.sparse_conv2d.default,
-                          (x, s.packed_weight, 16, [3, 3], [1, 1], [1, 1], [1, 1], False, 1.0, 0, 0.0, 6.0))
+    x = torch.randn(1, 4, 6, 5)
+    for xin in (x, x.contiguous(memory_format=torch.channels_last), x[0]):
+        torch.library.opcheck(torch.ops.edgeopt.sparse_conv2d.default,
+                              (xin, s.packed_weight, 4, 16, [3, 3], [1, 1], [1, 1], [1, 1], False, 1.0, 0, 0.0, 6.0))
     model = nn.Sequential(s, nn.ReLU()).eval()
     xin = torch.randn(1, 4, 6, 5)
     with torch.no_grad():

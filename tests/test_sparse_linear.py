@@ -116,11 +116,11 @@ def test_opcheck():
     f = SparseLinear.from_float(lin, mask, block_cols=8)
     q = SparseLinear.from_float(lin, mask, dtype="int8")
     x = torch.randn(5, 40)
-    torch.library.opcheck(torch.ops.edgeopt.sparse_linear.default, (x, f.packed_weight, 24, float("-inf"), 0.5))
+    torch.library.opcheck(torch.ops.edgeopt.sparse_linear.default, (x, f.packed_weight, 40, 24, float("-inf"), 0.5))
     torch.library.opcheck(torch.ops.edgeopt.sparse_quant_linear.default,
-                          (x, q.packed_weight, 24, True, 1.0, 0, float("-inf"), float("inf")))
+                          (x, q.packed_weight, 40, 24, True, 1.0, 0, float("-inf"), float("inf")))
     torch.library.opcheck(torch.ops.edgeopt.sparse_quant_linear.default,
-                          (x[:1], q.packed_weight, 24, False, 0.05, 128, 0.0, 6.0))
+                          (x[:1], q.packed_weight, 40, 24, False, 0.05, 128, 0.0, 6.0))
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "int8"])

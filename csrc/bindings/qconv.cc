@@ -1,5 +1,4 @@
-// pybind11 bindings of the int8 convolution (ops/qconv.h) and NHWC max pooling (ops/maxpool.h); registered
-// from module.cc. Activations are NHWC numpy arrays; the Python modules do the NCHW / channels-last
+// pybind11 bindings of the int8 convolution (ops/qconv.h, ops/qdwconv.h); registered from module.cc. Activations are NHWC numpy arrays; the Python modules do the NCHW / channels-last
 // bookkeeping.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -12,9 +11,9 @@
 #include <vector>
 
 #include "bindings/conv_args.h"
+#include "bindings/packed_args.h"
 #include "bindings/quant_args.h"
 #include "bindings/validate.h"
-#include "ops/maxpool.h"
 #include "ops/qconv.h"
 #include "ops/qdwconv.h"
 #include "pack/qdw_packed.h"
@@ -25,46 +24,6 @@ using namespace edgeopt;
 using namespace edgeopt::bind;
 
 namespace {
-
-template <class F>
-auto rethrow_as_value_error(F&& f) {
-  try {
-    return f();
-  } catch (const std::invalid_argument& e) {
-    throw py::value_error(e.what());
-  }
-}
-
-const uint8_t* packed_bytes(const py::array& packed) {
-  require_dtype<uint8_t>(packed, "packed weights");
-  if (packed.ndim() != 1) value_error("packed weights must be a 1-D uint8 buffer");
-  require_c_contiguous(packed, "packed weights");
-  return static_cast<const uint8_t*>(packed.data());
-}
-
-bool is_depthwise_pack(const py::array& packed) {
-  const PackHeader h = rethrow_as_value_error([&] { return read_pack_header(packed_bytes(packed), size_t(packed.size())); });
-  return h.format == kPackFormatQs8Dwconv16x2;
-}
-
-// A grouped conv's weights are `groups` s8 GEMM packs of equal size, back to back.
-std::vector<Qs8PackedView> group_views(const py::array& packed, int64_t groups) {
-  const uint8_t* buf = packed_bytes(packed);
-  if (groups < 1) value_error("groups must be >= 1");
-  const size_t total = size_t(packed.size());
-  if (total % size_t(groups) != 0) value_error("packed conv weights do not split into " + std::to_string(groups) + " groups");
-  const size_t each = total / size_t(groups);
-  std::vector<Qs8PackedView> views;
-  for (int64_t g = 0; g < groups; ++g)
-    views.push_back(rethrow_as_value_error([&] { return view_qs8_packed(buf + size_t(g) * each, each); }));
-  for (const auto& v : views)
-    if (v.n() != views[0].n() || v.k() != views[0].k()) value_error("conv weight groups differ in shape");
-  return views;
-}
-
-QdwPackedView dw_view(const py::array& packed) {
-  return rethrow_as_value_error([&] { return view_qdw_packed(packed_bytes(packed), size_t(packed.size())); });
-}
 
 // weight: (out_channels, K) int8 with K = kh*kw*cin_per_group in (ky, kx, c) order.
 py::array_t<uint8_t> qconv_pack(const py::array& w, const py::array& scale, const py::object& bias, int64_t groups) {
@@ -180,44 +139,6 @@ py::tuple qconv2d_py(const py::array& x, const py::array& packed, py::array& out
   return py::make_tuple(used.scale, used.zero_point);
 }
 
-void maxpool2d_py(const py::array& x, py::array& out, Pair kernel, Pair stride, Pair padding, Pair dilation,
-                  int num_threads) {
-  require_nhwc(x, "input");
-  require_nhwc(out, "output");
-  MaxPoolCall call;
-  call.u8 = has_dtype<uint8_t>(x);
-  if (!call.u8 && !has_dtype<float>(x)) type_error("input must be float32 or uint8, got " + dtype_name(x));
-  if (out.dtype().not_equal(x.dtype())) type_error("output must have the input's dtype");
-  if (!out.writeable()) value_error("output array is read-only");
-  check_window(kernel, stride, padding, dilation);
-  for (int i = 0; i < 2; ++i)
-    if (padding[i] > kernel[i] / 2) value_error("padding must be at most half the kernel size (as in torch)");
-  call.batch = size_t(x.shape(0));
-  call.in_h = size_t(x.shape(1));
-  call.in_w = size_t(x.shape(2));
-  call.channels = size_t(x.shape(3));
-  call.out_h = size_t(out.shape(1));
-  call.out_w = size_t(out.shape(2));
-  if (size_t(out.shape(0)) != call.batch || size_t(out.shape(3)) != call.channels)
-    value_error("output must have the input's batch and channels");
-  call.kernel_h = size_t(kernel[0]);
-  call.kernel_w = size_t(kernel[1]);
-  call.stride_h = size_t(stride[0]);
-  call.stride_w = size_t(stride[1]);
-  call.pad_h = size_t(padding[0]);
-  call.pad_w = size_t(padding[1]);
-  call.dilation_h = size_t(dilation[0]);
-  call.dilation_w = size_t(dilation[1]);
-  if (first_empty_window(call.in_h, call.out_h, call.kernel_h, call.stride_h, call.pad_h, call.dilation_h) != call.out_h ||
-      first_empty_window(call.in_w, call.out_w, call.kernel_w, call.stride_w, call.pad_w, call.dilation_w) != call.out_w)
-    value_error("output size leaves a pooling window entirely outside the input");
-  call.x = x.data();
-  call.out = out.mutable_data();
-  call.num_threads = num_threads;
-  py::gil_scoped_release release;
-  maxpool2d_nhwc(call);
-}
-
 }  // namespace
 
 void register_qconv(py::module_& m) {
@@ -237,8 +158,4 @@ void register_qconv(py::module_& m) {
         "NHWC int8 convolution: x (N, H, W, C) float32 or uint8, out (N, OH, OW, OC) float32, uint8 or int32 "
         "(int32 = exact integer result); residual: optional float32 of out's shape added before the clamp. "
         "Returns the input (scale, zero_point) used.");
-  m.def("maxpool2d", &maxpool2d_py, py::arg("x"), py::arg("out"), py::arg("kernel"), py::arg("stride"),
-        py::arg("padding"), py::arg("dilation"), py::arg("num_threads") = 1,
-        "NHWC max pooling, float32 or uint8 (max commutes with u8 quantization, so a quantized activation pools "
-        "as it is); out's spatial size decides floor or ceil mode.");
 }

@@ -46,29 +46,41 @@ void maxpool2d_nhwc(const MaxPoolCall& call) {
   const size_t bytes = call.batch * call.in_h * call.in_w * c * elem;
   const int threads = std::max(1, int(std::min<size_t>(size_t(call.num_threads), bytes / kMinBytesPerThread)));
   const size_t tasks = std::min(rows, size_t(threads) * 4);
+  // Output columns whose whole window lies inside the row: one kernel call walks them with a fixed step.
+  const Index last = Index(call.in_w) - 1 + Index(call.pad_w) - Index((call.kernel_w - 1) * call.dilation_w);
+  const size_t inner_end = last < 0 ? 0 : std::min(call.out_w, size_t(last) / call.stride_w + 1);
+  const size_t inner_first = std::min(inner_end, (call.pad_w + call.stride_w - 1) / call.stride_w);
   const char* x = static_cast<const char*>(call.x);
   char* out = static_cast<char*>(call.out);
+  const size_t row_bytes = call.in_w * c * elem;
   parallel_for(tasks, threads, [&](size_t t) {
-    std::vector<const char*> taps(call.kernel_h * call.kernel_w);
+    std::vector<const char*> row_ptrs(call.kernel_h), shifted(call.kernel_h);
     for (size_t r = rows * t / tasks; r < rows * (t + 1) / tasks; ++r) {
       const size_t n = r / call.out_h, oy = r % call.out_h;
       const Span sy = window(oy, call.in_h, call.kernel_h, call.stride_h, call.pad_h, call.dilation_h);
-      for (size_t ox = 0; ox < call.out_w; ++ox) {
-        const Span sx = window(ox, call.in_w, call.kernel_w, call.stride_w, call.pad_w, call.dilation_w);
-        size_t count = 0;
-        for (size_t ky = 0; ky < sy.count; ++ky) {
-          const size_t iy = sy.first + ky * call.dilation_h;
-          for (size_t kx = 0; kx < sx.count; ++kx) {
-            const size_t ix = sx.first + kx * call.dilation_w;
-            taps[count++] = x + ((n * call.in_h + iy) * call.in_w + ix) * c * elem;
-          }
-        }
-        char* o = out + (r * call.out_w + ox) * c * elem;
+      for (size_t ky = 0; ky < sy.count; ++ky)
+        row_ptrs[ky] = x + (n * call.in_h + sy.first + ky * call.dilation_h) * row_bytes;
+      char* out_row = out + r * call.out_w * c * elem;
+      // pixels output columns from ox on, whose windows start at input column ix and span kernel_w taps
+      auto pool = [&](size_t ox, size_t pixels, size_t ix, size_t kernel_w) {
+        for (size_t ky = 0; ky < sy.count; ++ky) shifted[ky] = row_ptrs[ky] + ix * c * elem;
+        char* o = out_row + ox * c * elem;
         if (call.u8) {
-          kern.u8_max(c, count, reinterpret_cast<const uint8_t* const*>(taps.data()), reinterpret_cast<uint8_t*>(o));
+          kern.u8_max(pixels, c, sy.count, reinterpret_cast<const uint8_t* const*>(shifted.data()), kernel_w,
+                      call.dilation_w * c, call.stride_w * c, reinterpret_cast<uint8_t*>(o));
         } else {
-          kern.f32_max(c, count, reinterpret_cast<const float* const*>(taps.data()), reinterpret_cast<float*>(o));
+          kern.f32_max(pixels, c, sy.count, reinterpret_cast<const float* const*>(shifted.data()), kernel_w,
+                       call.dilation_w * c, call.stride_w * c, reinterpret_cast<float*>(o));
         }
+      };
+      for (size_t ox = 0; ox < call.out_w; ++ox) {
+        if (ox == inner_first && inner_first < inner_end) {
+          pool(ox, inner_end - inner_first, ox * call.stride_w - call.pad_w, call.kernel_w);
+          ox = inner_end - 1;
+          continue;
+        }
+        const Span sx = window(ox, call.in_w, call.kernel_w, call.stride_w, call.pad_w, call.dilation_w);
+        pool(ox, 1, sx.first, sx.count);
       }
     }
   });

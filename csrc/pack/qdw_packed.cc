@@ -47,7 +47,7 @@ void pack_qdw_weights(const int8_t* w, const float* scale, const float* bias, si
   for (size_t i = 0; i < channels * taps; ++i)
     if (w[i] < -kQDwWeightMax) throw std::invalid_argument("edgeopt: depthwise weight -128 is outside [-127, 127]");
   std::memset(out, 0, l.total);
-  write_pack_header(out, {.format = kPackFormatQs8Dwconv16x2, .nr = kQDwChannelTile, .kr = 2, .n = uint32_t(channels),
+  write_pack_header(out, {.format = kPackFormatQs8Dwconv32x2, .nr = kQDwChannelTile, .kr = 2, .n = uint32_t(channels),
                            .k = uint32_t(taps), .n_padded = uint32_t(l.c_padded), .k_padded = uint32_t(l.taps_padded),
                            .weight_max = kQDwWeightMax, .has_bias = bias != nullptr, .total_bytes = l.total});
   int32_t* wsum = reinterpret_cast<int32_t*>(out + l.wsum);
@@ -69,8 +69,10 @@ void pack_qdw_weights(const int8_t* w, const float* scale, const float* bias, si
 
 QdwPackedView view_qdw_packed(const uint8_t* buf, size_t bytes) {
   const PackHeader h = read_pack_header(buf, bytes);
-  if (h.format != kPackFormatQs8Dwconv16x2 || h.nr != kQDwChannelTile || h.kr != 2)
-    bad_pack("layout is not the s8 16x2 depthwise layout");
+  if (h.format == kPackFormatQs8Dwconv16x2Retired)
+    bad_pack("depthwise weights in the 16-channel layout of an earlier edgeopt; quantize the model again");
+  if (h.format != kPackFormatQs8Dwconv32x2 || h.nr != kQDwChannelTile || h.kr != 2)
+    bad_pack("layout is not the s8 32x2 depthwise layout");
   if (h.weight_max != kQDwWeightMax) bad_pack("depthwise weights packed for range +-" + std::to_string(h.weight_max));
   if (h.n == 0 || h.k == 0 || h.k > kMaxTaps) bad_pack("invalid dims");
   const Layout l = layout_for(h.n, h.k);

@@ -1,8 +1,9 @@
-// Packed s8 depthwise-conv weights for the 16x2 kernels (ukernels/qdwconv.h): one self-describing buffer.
+// Packed s8 depthwise-conv weights for the 32x2 kernels (ukernels/qdwconv.h): one self-describing buffer.
 //
 //   [64-byte header][int32 weight sum x c_padded][f32 scale x c_padded][f32 bias x c_padded][int16 blocks]
-//   blocks: c_padded/16 blocks of taps_padded*16 int16 values in the layout of qdw_packed_index.
-// Header fields: n = channels, k = taps (kh*kw), nr = 16, kr = 2 (taps per vpmaddwd), weight_max = 127.
+//   blocks: c_padded/32 blocks of taps_padded*32 int16 values in the layout of qdw_packed_index.
+// Header fields: n = channels, k = taps (kh*kw), nr = 32, kr = 2 (taps per vpmaddwd), weight_max = 127.
+// Sums, scales and biases are in channel order; the kernels' lane order exists only inside the blocks.
 #pragma once
 
 #include <cstddef>
@@ -12,7 +13,10 @@
 
 namespace edgeopt {
 
-constexpr uint32_t kPackFormatQs8Dwconv16x2 = 0x0D16;
+// 0x0D16 was the 16-channel layout of earlier builds (read back by nothing: such packs are refused with a
+// message saying so).
+constexpr uint32_t kPackFormatQs8Dwconv32x2 = 0x0D32;
+constexpr uint32_t kPackFormatQs8Dwconv16x2Retired = 0x0D16;
 
 struct QdwPackedView {
   PackHeader header;

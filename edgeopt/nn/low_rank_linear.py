@@ -22,11 +22,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edgeopt import ops
+from edgeopt import kernels, ops
 from edgeopt._native import _C
 from edgeopt.nn._qparams import activation_bounds, quantize_weight_per_channel
-from edgeopt.nn._inputs import check_input
-from edgeopt.nn.half_linear import WEIGHT_DTYPES, load_packed, pack_float, run_native
+from edgeopt.nn.half_linear import WEIGHT_DTYPES, load_packed, pack_float
 
 # fp32 / fp16: float kernels, fused by row blocks. int8: the u8 x s8 kernels of QuantLinear (7-bit
 # per-channel weights, dynamic u8 activations at both stages), the two stages in one native call.
@@ -207,7 +206,7 @@ class LowRankLinear(nn.Module):
             self.repack()
 
     def _float_forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input("LowRankLinear", x, self.in_features)  # same device / dtype / shape rules as the kernel
+        kernels.check_float_rows("LowRankLinear", x, self.in_features)  # the kernel's device / dtype / shape rules
         y = F.linear(F.linear(x, self.vt), self.u, self.bias)
         if self.out_min != -math.inf or self.out_max != math.inf:
             y = torch.clamp(y, None if self.out_min == -math.inf else self.out_min,
@@ -230,28 +229,21 @@ class LowRankLinear(nn.Module):
             raise RuntimeError("edgeopt LowRankLinear is frozen (inference-only) and cannot pass gradients: call "
                                "make_trainable() (or edgeopt.low_rank(..., trainable=True)) to fine-tune through it, "
                                "or run it in eval mode / under torch.no_grad()")
-        x2 = check_input("LowRankLinear", x, self.in_features)
-        self._require_weights()
-        op = "qs8_low_rank_linear" if self.weight_dtype == "int8" else "low_rank_linear"
-        y = run_native(op, x2, self.packed_v, self.packed_u, out_features=self.out_features,
-                       out_min=self.out_min, out_max=self.out_max)
-        return y.reshape(*x.shape[:-1], self.out_features)
+        if self.weight_dtype == "int8":
+            run = ops.qs8_low_rank_linear if torch.compiler.is_compiling() else kernels.qs8_low_rank_linear
+        else:
+            run = ops.low_rank_linear if torch.compiler.is_compiling() else kernels.low_rank_linear
+        return run(x, self.packed_v, self.packed_u, self.in_features, self.out_features, self.out_min, self.out_max)
 
     def unfused(self, x: torch.Tensor) -> torch.Tensor:
         """The same layer as two separate GEMMs (the reference the fused kernel must equal exactly)."""
-        x2 = check_input("LowRankLinear", x, self.in_features)
-        self._require_weights()
         self._sync()
         if self.weight_dtype == "int8":
-            t = ops.quant_linear(x2, self.packed_v, self.rank, True, 1.0, 0, -math.inf, math.inf, 1.0, 0, False)
-            y = ops.quant_linear(t, self.packed_u, self.out_features, True, 1.0, 0, self.out_min, self.out_max, 1.0,
-                                 0, False)
-        else:
-            t = run_native("fw_linear", x2, self.packed_v, out_features=self.rank, out_min=-math.inf,
-                           out_max=math.inf)
-            y = run_native("fw_linear", t, self.packed_u, out_features=self.out_features, out_min=self.out_min,
-                           out_max=self.out_max)
-        return y.reshape(*x.shape[:-1], self.out_features)
+            t = kernels.quant_linear(x, self.packed_v, self.in_features, self.rank, True, 1.0, 0, -math.inf, math.inf)
+            return kernels.quant_linear(t, self.packed_u, self.rank, self.out_features, True, 1.0, 0, self.out_min,
+                                        self.out_max)
+        t = kernels.fw_linear(x, self.packed_v, self.in_features, self.rank)
+        return kernels.fw_linear(t, self.packed_u, self.rank, self.out_features, self.out_min, self.out_max)
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(U, V^T, bias) as float32, as stored (fp16 factors widened, int8 factors dequantized); for a

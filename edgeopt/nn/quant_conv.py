@@ -7,12 +7,10 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from edgeopt import ops
+from edgeopt import kernels, ops
 from edgeopt._native import _C
-from edgeopt.nn._inputs import nhwc_input
 from edgeopt.nn._qparams import WEIGHT_MAX, StaticInputQuant, activation_bounds, quantize_weight_per_channel
 from edgeopt.nn.quant_linear import observe_min_max
-from edgeopt.threads import get_num_threads
 
 # Depthwise filters run on their own kernel, which widens to int16 and is exact for full int8 weights.
 DEPTHWISE_WEIGHT_MAX = int(_C.QDW_WEIGHT_MAX)
@@ -126,58 +124,31 @@ class QuantConv2d(StaticInputQuant):
         self._output_params = (float(scale), int(zero_point))
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """`residual` (float32, the output's shape) is added before the fused activation's clamp:
-        relu(conv(x) + residual) in one pass, as at the end of a ResNet block."""
-        x_nhwc, channels_last = self._nhwc_input(x)
+        """x (N, C, H, W) or (C, H, W). `residual` (float32, the output's shape) is added before the fused
+        activation's clamp: relu(conv(x) + residual) in one pass, as at the end of a ResNet block."""
+        run = ops.quant_conv2d if torch.compiler.is_compiling() else kernels.quant_conv2d
         scale, zero_point = self._input_params
-        dynamic = self.mode == "dynamic"
-        out_uint8 = self._output_params is not None
         out_scale, out_zero_point = self._output_params or (1.0, 0)
-        shape = ops.conv_output_shape(x_nhwc.shape, self.out_channels, self.kernel_size, self.stride, self.padding,
-                                      self.dilation)
-        residual_nhwc = None if residual is None else self._nhwc_residual(residual, shape)
-        if torch.compiler.is_compiling():
-            y = ops.quant_conv2d(x_nhwc, self.packed_weight, self.out_channels, list(self.kernel_size),
-                                 list(self.stride), list(self.padding), list(self.dilation), self.groups, dynamic,
-                                 scale, zero_point, self.out_min, self.out_max, out_scale, out_zero_point, out_uint8,
-                                 residual_nhwc)
-        else:
-            # Eager calls the core directly: the torch.library dispatcher costs ~15 us per call.
-            if shape[1] < 1 or shape[2] < 1:
-                raise ValueError(f"edgeopt QuantConv2d: input {tuple(x.shape[2:])} is smaller than the kernel "
-                                 f"{self.kernel_size} (dilation {self.dilation}, padding {self.padding})")
-            y = torch.empty(shape, dtype=torch.uint8 if out_uint8 else torch.float32)
-            _C.qconv2d(x_nhwc.detach().numpy(), self.packed_weight.numpy(), y.numpy(), self.kernel_size,
-                       self.stride, self.padding, self.dilation, self.groups, dynamic, scale, zero_point,
-                       self.out_min, self.out_max, out_scale, out_zero_point, get_num_threads(),
-                       None if residual_nhwc is None else residual_nhwc.detach().numpy())
-        y = y.permute(0, 3, 1, 2)  # NHWC bytes seen as NCHW with channels_last strides
-        return y if channels_last or self.channels_last_output else y.contiguous()
+        return run(x, self.packed_weight, self.in_channels, self.out_channels, self.kernel_size, self.stride,
+                   self.padding, self.dilation, self.groups, self.mode == "dynamic", scale, zero_point, self.out_min,
+                   self.out_max, out_scale, out_zero_point, self._output_params is not None,
+                   self.channels_last_output, residual)
 
-    @staticmethod
-    def _nhwc_residual(residual: torch.Tensor, nhwc_shape: tuple) -> torch.Tensor:
-        n, oh, ow, oc = nhwc_shape
-        if residual.dtype != torch.float32 or tuple(residual.shape) != (n, oc, oh, ow):
-            raise ValueError(f"edgeopt QuantConv2d: residual must be float32 of the output's shape {(n, oc, oh, ow)}, "
-                             f"got {residual.dtype} {tuple(residual.shape)}")
-        return residual.permute(0, 2, 3, 1).contiguous()
+    def plan_node(self):
+        """This layer as a node of a native execution plan (edgeopt.runtime): the op its forward calls and
+        the same arguments. Inputs: x (NHWC, float32 or uint8 in this layer's input parameters) and an
+        optional float32 residual of the output's shape."""
+        from edgeopt.runtime import PlanNode
 
-    def _nhwc_input(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        """The input as a contiguous NHWC tensor (a view when it is channels_last) and whether it was."""
         if self.packed_weight.numel() == 0:
-            raise RuntimeError("edgeopt QuantConv2d has no weights yet: build it with QuantConv2d.from_float(...) "
-                               "or load a state_dict")
-        if x.device.type != "cpu":
-            raise ValueError(f"edgeopt QuantConv2d runs on the CPU; got a tensor on {x.device}")
-        if x.dtype == torch.uint8:
-            if self.mode == "dynamic":
-                raise TypeError("edgeopt QuantConv2d: a dynamic layer cannot take uint8 input (its parameters are "
-                                "measured from float input)")
-        elif x.dtype != torch.float32:
-            raise TypeError(f"edgeopt QuantConv2d expects float32 or uint8 input, got {x.dtype}")
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"edgeopt QuantConv2d expects input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        return nhwc_input(x)
+            return None
+        scale, zero_point = self._input_params
+        out_scale, out_zero_point = self._output_params or (1.0, 0)
+        return PlanNode("qconv2d", self.packed_weight, dict(
+            kernel=self.kernel_size, stride=self.stride, padding=self.padding, dilation=self.dilation,
+            groups=self.groups, dynamic=self.mode == "dynamic", x_scale=scale, x_zero_point=zero_point,
+            out_min=self.out_min, out_max=self.out_max, out_uint8=self._output_params is not None,
+            out_scale=out_scale, out_zero_point=out_zero_point), inputs=("x", "residual"))
 
     def dequantized_weight(self) -> torch.Tensor:
         """The float filter the kernel effectively uses (int8 values times their scales), torch layout."""

@@ -7,11 +7,9 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from edgeopt import ops
+from edgeopt import kernels, ops
 from edgeopt._native import _C
-from edgeopt.nn._inputs import check_input
 from edgeopt.nn._qparams import StaticInputQuant, activation_bounds, quantize_weight_per_channel
-from edgeopt.threads import get_num_threads
 
 MODES = ("dynamic", "static")
 
@@ -64,23 +62,23 @@ class QuantLinear(StaticInputQuant):
         return module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x2 = check_input("QuantLinear", x, self.in_features)
-        if self.packed_weight.numel() == 0:
-            raise RuntimeError("edgeopt QuantLinear has no weights yet: build it with QuantLinear.from_float(...) "
-                               "or load a state_dict")
-        lead = x.shape[:-1]
+        """x (..., in_features) float32, or uint8 already quantized with this layer's input parameters (static)."""
+        run = ops.quant_linear if torch.compiler.is_compiling() else kernels.quant_linear
         scale, zero_point = self._input_params
-        dynamic = self.mode == "dynamic"
-        if torch.compiler.is_compiling():
-            y = ops.quant_linear(x2, self.packed_weight, self.out_features, dynamic, scale, zero_point,
-                                 self.out_min, self.out_max, 1.0, 0, False)
-        else:
-            # Eager: call the core directly; going through the torch.library dispatcher costs ~15 us per
-            # call, as much as a whole small layer at batch 1.
-            y = torch.empty((x2.shape[0], self.out_features), dtype=torch.float32)
-            _C.qlinear(x2.detach().numpy(), self.packed_weight.numpy(), y.numpy(), dynamic, scale, zero_point,
-                       self.out_min, self.out_max, 1.0, 0, get_num_threads())
-        return y.reshape(*lead, self.out_features)
+        return run(x, self.packed_weight, self.in_features, self.out_features, self.mode == "dynamic", scale,
+                   zero_point, self.out_min, self.out_max, 1.0, 0, False)
+
+    def plan_node(self):
+        """This layer as a node of a native execution plan (edgeopt.runtime): rows (N, in_features) of
+        float32 in, float32 out, the op and arguments its forward uses."""
+        from edgeopt.runtime import PlanNode
+
+        if self.packed_weight.numel() == 0:
+            return None
+        scale, zero_point = self._input_params
+        return PlanNode("qlinear", self.packed_weight, dict(
+            dynamic=self.mode == "dynamic", x_scale=scale, x_zero_point=zero_point, out_min=self.out_min,
+            out_max=self.out_max), inputs=("x",), layout="rows")
 
     def dequantized_weight(self) -> torch.Tensor:
         """The float weight the kernel effectively uses (int8 values times their scales)."""

@@ -12,14 +12,12 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from edgeopt import ops
+from edgeopt import kernels, ops
 from edgeopt._native import _C
-from edgeopt.nn._inputs import nhwc_input
 from edgeopt.nn._qparams import StaticInputQuant, activation_bounds, quantize_weight_per_channel
 from edgeopt.nn.quant_conv import QuantConv2d, _pair
 from edgeopt.nn.quant_linear import MODES, observe_min_max
 from edgeopt.nn.sparse_linear import BLOCK_COLS, DTYPES
-from edgeopt.threads import get_num_threads
 
 
 class SparseConv2d(StaticInputQuant):
@@ -99,32 +97,11 @@ class SparseConv2d(StaticInputQuant):
         self.packed_weight = torch.from_numpy(packed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed_weight.numel() == 0:
-            raise RuntimeError("edgeopt SparseConv2d has no weights yet: build it with SparseConv2d.from_float(...) "
-                               "or load a state_dict")
-        if x.device.type != "cpu":
-            raise ValueError(f"edgeopt SparseConv2d runs on the CPU; got a tensor on {x.device}")
-        if x.dtype != torch.float32:
-            raise TypeError(f"edgeopt SparseConv2d expects float32 input, got {x.dtype}")
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"edgeopt SparseConv2d expects input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        x_nhwc, channels_last = nhwc_input(x)
+        """x (N, C, H, W) or (C, H, W) float32."""
+        run = ops.sparse_conv2d if torch.compiler.is_compiling() else kernels.sparse_conv2d
         scale, zero_point = self._input_params
-        dynamic = self.mode == "dynamic"
-        args = (list(self.kernel_size), list(self.stride), list(self.padding), list(self.dilation))
-        if torch.compiler.is_compiling():
-            y = ops.sparse_conv2d(x_nhwc, self.packed_weight, self.out_channels, *args, dynamic, scale, zero_point,
-                                  self.out_min, self.out_max)
-        else:
-            shape = ops.conv_output_shape(x_nhwc.shape, self.out_channels, *args)
-            if shape[1] < 1 or shape[2] < 1:
-                raise ValueError(f"edgeopt SparseConv2d: input {tuple(x.shape[2:])} is smaller than the kernel "
-                                 f"{self.kernel_size} (dilation {self.dilation}, padding {self.padding})")
-            y = torch.empty(shape, dtype=torch.float32)
-            _C.sp_conv2d(x_nhwc.detach().numpy(), self.packed_weight.numpy(), y.numpy(), *args, dynamic, scale,
-                         zero_point, self.out_min, self.out_max, 1.0, 0, get_num_threads())
-        y = y.permute(0, 3, 1, 2)  # NHWC bytes seen as NCHW with channels_last strides
-        return y if channels_last else y.contiguous()
+        return run(x, self.packed_weight, self.in_channels, self.out_channels, self.kernel_size, self.stride,
+                   self.padding, self.dilation, self.mode == "dynamic", scale, zero_point, self.out_min, self.out_max)
 
     def packed_info(self) -> dict:
         return _C.sp_packed_info(self.packed_weight.numpy())

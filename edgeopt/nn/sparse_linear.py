@@ -12,12 +12,10 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from edgeopt import ops
+from edgeopt import kernels, ops
 from edgeopt._native import _C
-from edgeopt.nn._inputs import check_input
 from edgeopt.nn._qparams import StaticInputQuant, activation_bounds, quantize_weight_per_channel
 from edgeopt.nn.quant_linear import MODES, observe_min_max
-from edgeopt.threads import get_num_threads
 
 DTYPES = ("fp32", "int8")
 BLOCK_COLS = (8, 16)
@@ -88,30 +86,14 @@ class SparseLinear(StaticInputQuant):
         self.packed_weight = torch.from_numpy(packed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x2 = check_input("SparseLinear", x, self.in_features)
-        if self.packed_weight.numel() == 0:
-            raise RuntimeError("edgeopt SparseLinear has no weights yet: build it with SparseLinear.from_float(...) "
-                               "or load a state_dict")
-        lead = x.shape[:-1]
-        int8 = self.dtype == "int8"
-        scale, zero_point = self._input_params
-        dynamic = self.mode == "dynamic"
-        if torch.compiler.is_compiling():
-            if int8:
-                y = ops.sparse_quant_linear(x2, self.packed_weight, self.out_features, dynamic, scale, zero_point,
-                                            self.out_min, self.out_max)
-            else:
-                y = ops.sparse_linear(x2, self.packed_weight, self.out_features, self.out_min, self.out_max)
-        else:
-            # Eager: the core directly (the torch.library dispatcher costs ~15 us per call).
-            y = torch.empty((x2.shape[0], self.out_features), dtype=torch.float32)
-            if int8:
-                _C.sp_qlinear(x2.detach().numpy(), self.packed_weight.numpy(), y.numpy(), dynamic, scale, zero_point,
-                              self.out_min, self.out_max, 1.0, 0, get_num_threads())
-            else:
-                _C.sp_linear(x2.detach().numpy(), self.packed_weight.numpy(), y.numpy(), self.out_min, self.out_max,
-                             get_num_threads())
-        return y.reshape(*lead, self.out_features)
+        compiling = torch.compiler.is_compiling()
+        if self.dtype == "int8":
+            run = ops.sparse_quant_linear if compiling else kernels.sparse_quant_linear
+            scale, zero_point = self._input_params
+            return run(x, self.packed_weight, self.in_features, self.out_features, self.mode == "dynamic", scale,
+                       zero_point, self.out_min, self.out_max)
+        run = ops.sparse_linear if compiling else kernels.sparse_linear
+        return run(x, self.packed_weight, self.in_features, self.out_features, self.out_min, self.out_max)
 
     def packed_info(self) -> dict:
         """Format, block shape, stored blocks and density of the packed weight (validates it)."""

@@ -1,5 +1,5 @@
-// AVX2 max pooling: 32 u8 or 8 f32 channels per instruction; tails through a small buffer so nothing
-// is read or written past a row.
+// AVX2 max pooling: 64 u8 or 16 f32 channels per step (two vectors in flight), then one vector, then a
+// tail through a small buffer so nothing is read or written past a row.
 #include <immintrin.h>
 
 #include <cstring>
@@ -7,59 +7,104 @@
 #include "ukernels/maxpool.h"
 
 namespace edgeopt {
+namespace {
 
-void eo_u8_maxpool__avx2(size_t channels, size_t taps, const uint8_t* const* rows, uint8_t* out) {
-  size_t c = 0;
-  for (; c + 32 <= channels; c += 32) {
-    __m256i m = _mm256_loadu_si256((const __m256i*)(rows[0] + c));
-    for (size_t t = 1; t < taps; ++t) m = _mm256_max_epu8(m, _mm256_loadu_si256((const __m256i*)(rows[t] + c)));
-    _mm256_storeu_si256((__m256i*)(out + c), m);
+struct U8Ops {
+  using T = uint8_t;
+  using V = __m256i;
+  static constexpr size_t kLanes = 32;
+  static V load(const T* p) { return _mm256_loadu_si256((const __m256i*)p); }
+  static void store(T* p, V v) { _mm256_storeu_si256((__m256i*)p, v); }
+  static V max(V m, V v) { return _mm256_max_epu8(m, v); }
+};
+
+struct F32Ops {
+  using T = float;
+  using V = __m256;
+  static constexpr size_t kLanes = 8;
+  static V load(const T* p) { return _mm256_loadu_ps(p); }
+  static void store(T* p, V v) { _mm256_storeu_ps(p, v); }
+  // max that propagates NaN from either side, like the scalar twin: NaN lanes of m stay, NaN lanes of v win.
+  static V max(V m, V v) {
+    const __m256 mx = _mm256_max_ps(v, m);  // returns m where either is NaN
+    const __m256 v_nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
+    const __m256 m_nan = _mm256_cmp_ps(m, m, _CMP_UNORD_Q);
+    return _mm256_blendv_ps(_mm256_blendv_ps(mx, v, v_nan), m, m_nan);
   }
-  if (c < channels) {
-    const size_t n = channels - c;
-    alignas(32) uint8_t buf[32] = {};
-    std::memcpy(buf, rows[0] + c, n);
-    __m256i m = _mm256_load_si256((const __m256i*)buf);
-    for (size_t t = 1; t < taps; ++t) {
-      std::memcpy(buf, rows[t] + c, n);
-      m = _mm256_max_epu8(m, _mm256_load_si256((const __m256i*)buf));
+};
+
+// kKernelW > 0: the window width as a constant (the 2x2 and 3x3 pools of the models, fully unrolled).
+template <class Ops, size_t kKernelW>
+void maxpool_rows(size_t pixels, size_t channels, size_t rows, const typename Ops::T* const* row_ptrs, size_t kernel_w,
+                  size_t tap_step, size_t pixel_step, typename Ops::T* out) {
+  using T = typename Ops::T;
+  using V = typename Ops::V;
+  constexpr size_t L = Ops::kLanes;
+  if (kKernelW > 0) kernel_w = kKernelW;
+  for (size_t p = 0; p < pixels; ++p) {
+    const size_t base = p * pixel_step;
+    T* o = out + p * channels;
+    size_t c = 0;
+    for (; c + 2 * L <= channels; c += 2 * L) {
+      V m0 = Ops::load(row_ptrs[0] + base + c), m1 = Ops::load(row_ptrs[0] + base + c + L);
+      for (size_t r = 0; r < rows; ++r) {
+        const T* src = row_ptrs[r] + base + c;
+        for (size_t kx = 0; kx < kernel_w; ++kx, src += tap_step) {
+          m0 = Ops::max(m0, Ops::load(src));
+          m1 = Ops::max(m1, Ops::load(src + L));
+        }
+      }
+      Ops::store(o + c, m0);
+      Ops::store(o + c + L, m1);
     }
-    _mm256_store_si256((__m256i*)buf, m);
-    std::memcpy(out + c, buf, n);
+    for (; c + L <= channels; c += L) {
+      V m = Ops::load(row_ptrs[0] + base + c);
+      for (size_t r = 0; r < rows; ++r) {
+        const T* src = row_ptrs[r] + base + c;
+        for (size_t kx = 0; kx < kernel_w; ++kx, src += tap_step) m = Ops::max(m, Ops::load(src));
+      }
+      Ops::store(o + c, m);
+    }
+    if (c < channels) {
+      const size_t n = channels - c;
+      alignas(32) T buf[L] = {};
+      std::memcpy(buf, row_ptrs[0] + base + c, n * sizeof(T));
+      V m = Ops::load(buf);
+      for (size_t r = 0; r < rows; ++r) {
+        const T* src = row_ptrs[r] + base + c;
+        for (size_t kx = 0; kx < kernel_w; ++kx, src += tap_step) {
+          std::memcpy(buf, src, n * sizeof(T));
+          m = Ops::max(m, Ops::load(buf));
+        }
+      }
+      Ops::store(buf, m);
+      std::memcpy(o + c, buf, n * sizeof(T));
+    }
   }
 }
 
-namespace {
-
-// max that propagates NaN from either side, like the scalar twin: NaN lanes of m stay, NaN lanes of v win.
-inline __m256 max_nan(__m256 m, __m256 v) {
-  const __m256 mx = _mm256_max_ps(v, m);  // returns m where either is NaN
-  const __m256 v_nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
-  const __m256 m_nan = _mm256_cmp_ps(m, m, _CMP_UNORD_Q);
-  return _mm256_blendv_ps(_mm256_blendv_ps(mx, v, v_nan), m, m_nan);
+template <class Ops>
+void maxpool(size_t pixels, size_t channels, size_t rows, const typename Ops::T* const* row_ptrs, size_t kernel_w,
+             size_t tap_step, size_t pixel_step, typename Ops::T* out) {
+  if (kernel_w == 3) {
+    maxpool_rows<Ops, 3>(pixels, channels, rows, row_ptrs, kernel_w, tap_step, pixel_step, out);
+  } else if (kernel_w == 2) {
+    maxpool_rows<Ops, 2>(pixels, channels, rows, row_ptrs, kernel_w, tap_step, pixel_step, out);
+  } else {
+    maxpool_rows<Ops, 0>(pixels, channels, rows, row_ptrs, kernel_w, tap_step, pixel_step, out);
+  }
 }
 
 }  // namespace
 
-void eo_f32_maxpool__avx2(size_t channels, size_t taps, const float* const* rows, float* out) {
-  size_t c = 0;
-  for (; c + 8 <= channels; c += 8) {
-    __m256 m = _mm256_loadu_ps(rows[0] + c);
-    for (size_t t = 1; t < taps; ++t) m = max_nan(m, _mm256_loadu_ps(rows[t] + c));
-    _mm256_storeu_ps(out + c, m);
-  }
-  if (c < channels) {
-    const size_t n = channels - c;
-    alignas(32) float buf[8] = {};
-    std::memcpy(buf, rows[0] + c, n * sizeof(float));
-    __m256 m = _mm256_load_ps(buf);
-    for (size_t t = 1; t < taps; ++t) {
-      std::memcpy(buf, rows[t] + c, n * sizeof(float));
-      m = max_nan(m, _mm256_load_ps(buf));
-    }
-    _mm256_store_ps(buf, m);
-    std::memcpy(out + c, buf, n * sizeof(float));
-  }
+void eo_u8_maxpool__avx2(size_t pixels, size_t channels, size_t rows, const uint8_t* const* row_ptrs, size_t kernel_w,
+                         size_t tap_step, size_t pixel_step, uint8_t* out) {
+  maxpool<U8Ops>(pixels, channels, rows, row_ptrs, kernel_w, tap_step, pixel_step, out);
+}
+
+void eo_f32_maxpool__avx2(size_t pixels, size_t channels, size_t rows, const float* const* row_ptrs, size_t kernel_w,
+                          size_t tap_step, size_t pixel_step, float* out) {
+  maxpool<F32Ops>(pixels, channels, rows, row_ptrs, kernel_w, tap_step, pixel_step, out);
 }
 
 }  // namespace edgeopt
