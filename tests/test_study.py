@@ -42,6 +42,49 @@ def test_study_stages_cache_rows_and_write_the_report(tiny, tmp_path):
     assert not any("build, accuracy" in line for line in log)
 
 
+def test_time_stage_resumes_within_a_budget(tiny, monkeypatch, tmp_path):
+    other = subjects.Subject("tiny2", "tiny DS-CNN, second (speed only)", "dscnn_small", (1, 40, 64))
+    monkeypatch.setitem(subjects.SUBJECTS, "tiny2", other)
+    out = tmp_path / "study"
+    common = dict(out=out, models=("tiny", "tiny2"), rows=("fp32", "int8"), threads=1, blocks=1,
+                  seconds_per_block=0.005, loaded=False, profile=False)
+    runner.Study(runner.Config(stages=("build",), **common), log=lambda m: None).run()
+    timed = lambda log: [line for line in log if "timing 2 rows" in line]  # noqa: E731
+    # budget 0: the first piece always runs, the second is left for the next run
+    log = []
+    study = runner.Study(runner.Config(stages=("time",), budget=0.0, **common), log=log.append)
+    study.run()
+    assert len(timed(log)) == 1 and "tiny:" in timed(log)[0]
+    assert study.left == [("time", "tiny2")] and any("1 timing piece(s) left" in line for line in log)
+    assert (out / "timing" / "tiny.json").is_file() and not (out / "timing" / "tiny2.json").exists()
+    # the next run times only what is left
+    log = []
+    study = runner.Study(runner.Config(stages=("time",), budget=0.0, **common), log=log.append)
+    study.run()
+    assert len(timed(log)) == 1 and "tiny2:" in timed(log)[0] and study.left == []
+    # nothing changed: nothing is timed again; a rebuilt row invalidates that model's timing only
+    log = []
+    runner.Study(runner.Config(stages=("time",), **common), log=log.append).run()
+    assert timed(log) == []
+    row = out / "rows" / "tiny2" / "int8.json"
+    row.write_text(row.read_text().replace('"key": "', '"key": "changed-'))
+    log = []
+    runner.Study(runner.Config(stages=("time",), **common), log=log.append).run()
+    assert len(timed(log)) == 1 and "tiny2:" in timed(log)[0]
+    durations = json.loads((runner.Study(runner.Config(**common)).cache / "durations.json").read_text())
+    assert durations["time/tiny/"] > 0 and durations["time/tiny2/"] > 0
+
+
+def test_study_command_exits_3_while_timing_pieces_are_left(tiny, monkeypatch, tmp_path):
+    other = subjects.Subject("tiny2", "tiny DS-CNN, second (speed only)", "dscnn_small", (1, 40, 64))
+    monkeypatch.setitem(subjects.SUBJECTS, "tiny2", other)
+    args = ["study", "--models", "tiny,tiny2", "--rows", "fp32", "--threads", "1", "--blocks", "1", "--seconds",
+            "0.005", "--no-loaded", "--no-profile", "--out", str(tmp_path / "s")]
+    assert cli.main([*args, "--stage", "build"]) == 0
+    assert cli.main([*args, "--stage", "time,report", "--budget", "0"]) == 3
+    assert cli.main([*args, "--stage", "time,report", "--budget", "0"]) == 0
+
+
 def test_study_command_lists_rows(capsys):
     assert cli.main(["study", "--list"]) == 0
     text = capsys.readouterr().out

@@ -26,6 +26,9 @@ def collect(out: Path, models: list[str], rows: list[str]) -> dict:
     data = {}
     for model in models:
         timing = _read(out / "timing" / f"{model}.json") or {}
+        profile = _read(out / "timing" / f"{model}.profile.json")
+        if profile is not None:
+            timing["profile"] = profile.get("profile")
         entries = {}
         for row in rows:
             res = _read(out / "rows" / model / f"{row}.json")
