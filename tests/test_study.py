@@ -130,6 +130,31 @@ def test_best_row_respects_the_accuracy_budget():
     assert "2.50x fp32 eager" in text and "0.75x OpenVINO int8" in text
 
 
+def _profiled(fp32_ms, int8_ms, compute_ms, memory_ms):
+    rows = {"fp32": _entry("fp32", 0.9, fp32_ms, "base"), "int8": _entry("int8", 0.9, int8_ms)}
+    prof = {"row": "int8", "fp32_by_bound_ms": {"compute": compute_ms, "memory": memory_ms},
+            "best_by_bound_ms": {"compute": 1.0, "overhead": 3.0}}
+    return {"rows": rows, "timing": {"profile": prof}}
+
+
+def test_conclusions_are_computed_from_the_rows_and_profiles():
+    data = {"ravdess": _profiled(10.0, 4.0, 8.0, 2.0), "cifar10": _profiled(10.0, 8.0, 2.0, 8.0)}
+    text = "\n".join(report.conclusions(data))
+    # the ranking of rows: int8 is 2.5x on a and 1.25x on b -> geometric mean sqrt(3.125)
+    assert f"{math.sqrt(2.5 * 1.25):.2f}x fp32 eager (range 1.25-2.50x over 2 models)" in text
+    assert "- ravdess: fp32 compute 80%, memory 20%; int8 PTQ 2.50x fp32 eager; left in int8: overhead 75%, compute 25%" in text
+    assert "2.50x fp32 eager (geometric mean) on the 1 model(s) whose fp32 time is at least half compute-bound, " \
+           "1.25x on the 1 other(s)" in text
+    assert text.index("- ravdess: fp32") < text.index("- cifar10: fp32")  # most compute-bound first
+    assert "best is *int8 PTQ*" in text and "2.50x fp32 eager" in text
+    # other figures, other conclusions: int8 now pays more on the memory-bound model
+    data["cifar10"]["rows"]["int8"]["median_ms"] = 2.0
+    text = "\n".join(report.conclusions(data))
+    assert "- cifar10: fp32 memory 80%, compute 20%; int8 PTQ 5.00x fp32 eager" in text
+    assert "2.50x fp32 eager (geometric mean) on the 1 model(s) whose fp32 time is at least half compute-bound, " \
+           "5.00x on the 1 other(s)" in text
+
+
 def test_stored_weights_counts_what_layers_keep():
     from edgeopt.nn import QuantConv2d
 
