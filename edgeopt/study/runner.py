@@ -257,9 +257,7 @@ class Study:
         return self.out / "rows" / model / f"{row}.json"
 
     def built_path(self, m: ModelState, row: str) -> Path:
-        from edgeopt.perf.cache import code_fingerprint
-
-        return m.folder / f"built-{row}-{m.base_key}-{code_fingerprint()}.pt"
+        return R.built_path(m.folder, row, m.base_key)
 
     # ---- stages
     def run(self) -> Path | None:
