@@ -42,6 +42,20 @@ def test_study_stages_cache_rows_and_write_the_report(tiny, tmp_path):
     assert not any("build, accuracy" in line for line in log)
 
 
+def test_profile_piece_profiles_the_best_row(tiny, tmp_path):
+    out = tmp_path / "study"
+    cfg = runner.Config(out=out, models=("tiny",), rows=("fp32", "int8"), threads=1, blocks=1,
+                        seconds_per_block=0.005, loaded=False, profile=True)
+    text = runner.Study(cfg, log=lambda m: None).run().read_text()
+    prof = json.loads((out / "timing" / "tiny.profile.json").read_text())["profile"]
+    timing = json.loads((out / "timing" / "tiny.json").read_text())
+    assert prof["row"] == report.best_row("tiny", {r: {**json.loads((out / "rows" / "tiny" / f"{r}.json").read_text()),
+                                                       "median_ms": timing["quiet"][r]["median_ms"]}
+                                                   for r in ("fp32", "int8")})[0]
+    assert (out / "profile" / "tiny" / "profile.md").is_file()
+    assert f"Profile, fp32 against {prof['row']}" in text
+
+
 def test_time_stage_resumes_within_a_budget(tiny, monkeypatch, tmp_path):
     other = subjects.Subject("tiny2", "tiny DS-CNN, second (speed only)", "dscnn_small", (1, 40, 64))
     monkeypatch.setitem(subjects.SUBJECTS, "tiny2", other)

@@ -518,15 +518,20 @@ class Study:
             eta.end(piece)
 
     def _profile(self, m: ModelState, runnables: dict, medians: dict) -> dict | None:
-        """fp32 against the fastest edgeopt row that the profiler can trace, with OpenVINO's per-node times
-        for the QDQ model where that row is int8; saved in profile/<model>/."""
+        """fp32 against the row the report names best (report.best_row: the fastest edgeopt row within the
+        accuracy budget) among those the profiler can trace, with OpenVINO's per-node times for the QDQ model
+        where that row is int8; saved in profile/<model>/."""
         import edgeopt
+        from edgeopt.study.report import best_row
 
-        candidates = [row for row in runnables if R.RECIPES[row].kind == "edgeopt" and R.RECIPES[row].pickles
-                      and row in medians]
-        if not candidates or "fp32" not in runnables:
+        entries = {}
+        for row in runnables:
+            res = _read_json(self.row_path(m.subject.name, row)) or {}
+            if row in medians and R.RECIPES[row].pickles:
+                entries[row] = {**res, "kind": R.RECIPES[row].kind, "median_ms": medians[row]}
+        best, _ = best_row(m.subject.name, entries)
+        if best is None or "fp32" not in runnables:
             return None
-        best = min(candidates, key=lambda row: medians[row])
         peer_files = None
         qdq = m.folder / "onnx"
         files = sorted(qdq.glob(f"{m.subject.name}-{m.base_key}-qdq.onnx")) if qdq.is_dir() else []
