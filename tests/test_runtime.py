@@ -319,6 +319,33 @@ def test_profile_reads_every_node():
     assert "outside any kernel" in rt.format_profile(p)
 
 
+def test_layer_times_after_a_call_are_keyed_by_module_path():
+    qmodel, shape = quantized("resnet18")
+    x = torch.randn(shape)
+    compiled = rt.compile(qmodel, x)
+    layers = {name for name, m in qmodel.named_modules() if isinstance(m, (QuantConv2d, QuantLinear, MaxPool2d))}
+    assert set(rt.native_layers(compiled)) == layers
+    rt.reset_times(compiled)
+    with torch.no_grad():
+        compiled(x)
+    first = rt.layer_times(compiled)
+    names = [name for name, _ in first]
+    assert layers <= set(names) and "layer1.0.conv1" in names
+    assert names.index("conv1") < names.index("layer1.0.conv1") < names.index("fc")  # the order they ran in
+    assert all(seconds > 0 for _, seconds in first)
+    assert any(name.endswith(".to_nhwc(x)") for name in names)  # the input copy, outside any layer
+    # the latest call's times, and the mean over the calls since the reset
+    with torch.no_grad():
+        compiled(x)
+    totals = {t.name: t.ms for t in rt.node_times(compiled) if t.op != "to_nhwc"}
+    mean = dict(rt.layer_times(compiled, mean=True))
+    assert mean["conv1"] == pytest.approx(totals["conv1"] / 2 / 1e3)
+    latest = dict(rt.layer_times(compiled))
+    assert latest["conv1"] == pytest.approx(totals["conv1"] / 1e3 - dict(first)["conv1"])
+    rt.reset_times(compiled)
+    assert all(seconds == 0 for _, seconds in rt.layer_times(compiled, mean=True))
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 5000), st.integers(0, 20), st.integers(0, 20)), min_size=1, max_size=30))
 def test_arena_planner_never_overlaps_live_buffers(raw):

@@ -204,6 +204,7 @@ class PyPlan {
       d["op"] = t.op;
       d["ns"] = t.ns;
       d["runs"] = t.runs;
+      d["last_ns"] = t.last_ns;
       d["macs"] = t.macs;
       out.append(d);
     }
@@ -349,7 +350,7 @@ void register_runtime(py::module_& m) {
            "Shapes of the outputs (NHWC) for these NHWC input shapes; lays out the arena for them.")
       .def("infer_output_shapes", &PyPlan::infer_output_shapes, py::arg("input_shapes"))
       .def("run", &PyPlan::run, py::arg("inputs"), py::arg("outputs"), py::arg("num_threads"))
-      .def("node_times", &PyPlan::node_times, "Per node: name, op, total ns, runs, MACs per run.")
+      .def("node_times", &PyPlan::node_times, "Per node: name, op, total ns, runs, the latest run's ns, MACs per run.")
       .def("reset_times", &PyPlan::reset_times)
       .def_property_readonly("run_ns", &PyPlan::run_ns)
       .def_property_readonly("runs", &PyPlan::runs)
