@@ -592,6 +592,25 @@ def layer_times(compiled: nn.Module, *, mean: bool = False) -> list[tuple[str, f
     return rows
 
 
+def node_seconds(module: nn.Module, x: torch.Tensor, *, calls: int = 20, warmup: int = 2) -> float | None:
+    """Seconds per call of `module` run as one node of a native plan on input `x`: the node's own time as
+    the plan's timer sees it, without the Python of a module call (~10-20 us at batch 1). None when the
+    runtime cannot run the module (no plan_node(), or not for this input's dtype or rank). For choosing
+    between kernels for a model that will run under `compile`, where a layer costs its node time."""
+    graph = fx.Graph()
+    graph.output(graph.call_module("layer", (graph.placeholder("x"),)))
+    compiled = compile(fx.GraphModule({"layer": module}, graph), x, check=False)
+    if "layer" not in native_layers(compiled):
+        return None
+    with torch.no_grad():
+        for _ in range(warmup):
+            compiled(x)
+        reset_times(compiled)
+        for _ in range(calls):
+            compiled(x)
+    return dict(layer_times(compiled, mean=True))["layer"]
+
+
 def native_layers(compiled: nn.Module) -> list[str]:
     """The torch module paths of the layers the plans of `compiled` run (everything else runs in torch)."""
     return [step.name for part in partitions(compiled) for step in part._spec.steps if step.kind == "module"]
@@ -687,4 +706,4 @@ def format_profile(p: Profile) -> str:
 
 
 __all__ = ["NativePartition", "NodeTime", "PlanNode", "Profile", "compile", "format_profile", "layer_times",
-           "native_layers", "node_times", "partitions", "profile", "rebuild", "reset_times", "run_plan"]
+           "native_layers", "node_seconds", "node_times", "partitions", "profile", "rebuild", "reset_times", "run_plan"]

@@ -346,6 +346,15 @@ def test_layer_times_after_a_call_are_keyed_by_module_path():
     assert all(seconds == 0 for _, seconds in rt.layer_times(compiled, mean=True))
 
 
+def test_node_seconds_times_a_layer_as_a_plan_node():
+    torch.manual_seed(0)
+    conv = QuantConv2d.from_float(nn.Conv2d(16, 16, 1), input_range=(-3.0, 3.0))
+    x = torch.randn(1, 16, 8, 8).contiguous(memory_format=torch.channels_last)
+    seconds = rt.node_seconds(conv, x, calls=5)
+    assert seconds is not None and 0 < seconds < 0.1
+    assert rt.node_seconds(nn.ReLU(), x) is None  # not something a plan runs
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 5000), st.integers(0, 20), st.integers(0, 20)), min_size=1, max_size=30))
 def test_arena_planner_never_overlaps_live_buffers(raw):
