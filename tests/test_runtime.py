@@ -381,3 +381,16 @@ def test_pool_regions_and_counters():
     assert after["regions"] > before["regions"]
     assert all(after[k] >= before[k] for k in before)
     assert _C.region_spin_us() >= _C.worker_spin_us() >= 0 and isinstance(_C.pool_contended(), bool)
+
+
+def test_worker_time_slice_setting():
+    assert _C._parallel_selftest(50, 2) == 0  # at least one worker exists
+    default = _C.worker_slice_us()
+    try:
+        accepted = _C.set_worker_slice_us(200)
+        assert _C.worker_slice_us() == 200 and 0 <= accepted <= _C.pool_worker_count()
+        assert _C._parallel_selftest(200, 2) == 0  # the pool still runs every task exactly once
+        _C.set_worker_slice_us(-5)
+        assert _C.worker_slice_us() == 0  # negative: the kernel's default
+    finally:
+        _C.set_worker_slice_us(default)

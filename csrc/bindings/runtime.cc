@@ -309,6 +309,9 @@ void register_runtime(py::module_& m) {
   m.def("set_region_spin_us", &set_region_spin_us, py::arg("microseconds"),
         "How long idle workers spin between the calls of one plan invocation (default 2000).");
   m.def("region_spin_us", &region_spin_us);
+  m.def("set_worker_slice_us", &set_worker_slice_us, py::arg("microseconds"),
+        "Scheduler time slice the pool's workers ask for (0: the kernel's default); returns how many accepted it.");
+  m.def("worker_slice_us", &worker_slice_us);
   m.def("set_contended_spin_us", &set_contended_spin_us, py::arg("microseconds"),
         "How long idle workers spin on a contended machine (default 50).");
   m.def("contended_spin_us", &contended_spin_us);
