@@ -51,7 +51,9 @@ class PlanNode:
 
 @dataclass
 class NodeTime:
-    """One node of a plan in the profile: total time over `runs` runs and its multiply-adds per run."""
+    """One node of a plan in the profile: total time over `runs` runs, the latest run's time and its
+    multiply-adds per run. `name` is the torch module path of the layer it runs ("layer1.0.conv1"), the fx
+    node name for a flatten, or the partition input's name for the copy of an input into NHWC (op "to_nhwc")."""
 
     partition: str
     name: str
@@ -59,6 +61,7 @@ class NodeTime:
     ms: float
     runs: int
     macs: float
+    last_ms: float = 0.0
 
     @property
     def ms_per_run(self) -> float:
@@ -385,7 +388,7 @@ class NativePartition(nn.Module):
     def node_times(self) -> list[NodeTime]:
         if self._plan is None:
             return []
-        return [NodeTime(self.label, t["name"], t["op"], t["ns"] / 1e6, t["runs"], t["macs"])
+        return [NodeTime(self.label, t["name"], t["op"], t["ns"] / 1e6, t["runs"], t["macs"], t["last_ns"] / 1e6)
                 for t in self._plan.node_times()]
 
     def reset_times(self) -> None:
@@ -571,6 +574,48 @@ def reset_times(compiled: nn.Module) -> None:
         part.reset_times()
 
 
+def layer_times(compiled: nn.Module, *, mean: bool = False) -> list[tuple[str, float]]:
+    """(name, seconds) per plan node, in the order the plans ran them: the latest call's times, or with
+    `mean` the mean per call since `reset_times`. Read after a call:
+
+        y = compiled(x)
+        for name, seconds in edgeopt.runtime.layer_times(compiled): ...
+
+    name: the torch module path of the layer the node runs, as in the GraphModule ("layer1.0.conv1"); the fx
+    node name for a flatten; "<partition>.to_nhwc(<input>)" for the copy of a plan input into NHWC (it is
+    time inside the plan, outside any layer). Layers that run in torch are not listed (time them around
+    their module calls as before). The timers are always on: two clock reads per node."""
+    rows = []
+    for t in node_times(compiled):
+        name = f"{t.partition}.to_nhwc({t.name})" if t.op == "to_nhwc" else t.name
+        rows.append((name, (t.ms / t.runs if mean and t.runs else 0.0 if mean else t.last_ms) / 1e3))
+    return rows
+
+
+def node_seconds(module: nn.Module, x: torch.Tensor, *, calls: int = 20, warmup: int = 2) -> float | None:
+    """Seconds per call of `module` run as one node of a native plan on input `x`: the node's own time as
+    the plan's timer sees it, without the Python of a module call (~10-20 us at batch 1). None when the
+    runtime cannot run the module (no plan_node(), or not for this input's dtype or rank). For choosing
+    between kernels for a model that will run under `compile`, where a layer costs its node time."""
+    graph = fx.Graph()
+    graph.output(graph.call_module("layer", (graph.placeholder("x"),)))
+    compiled = compile(fx.GraphModule({"layer": module}, graph), x, check=False)
+    if "layer" not in native_layers(compiled):
+        return None
+    with torch.no_grad():
+        for _ in range(warmup):
+            compiled(x)
+        reset_times(compiled)
+        for _ in range(calls):
+            compiled(x)
+    return dict(layer_times(compiled, mean=True))["layer"]
+
+
+def native_layers(compiled: nn.Module) -> list[str]:
+    """The torch module paths of the layers the plans of `compiled` run (everything else runs in torch)."""
+    return [step.name for part in partitions(compiled) for step in part._spec.steps if step.kind == "module"]
+
+
 @dataclass
 class Profile:
     """Where one inference's time goes (per run, ms): the whole forward as Python sees it; the plans' nodes
@@ -660,5 +705,5 @@ def format_profile(p: Profile) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["NativePartition", "NodeTime", "PlanNode", "Profile", "compile", "format_profile", "node_times",
-           "partitions", "profile", "rebuild", "reset_times", "run_plan"]
+__all__ = ["NativePartition", "NodeTime", "PlanNode", "Profile", "compile", "format_profile", "layer_times",
+           "native_layers", "node_seconds", "node_times", "partitions", "profile", "rebuild", "reset_times", "run_plan"]

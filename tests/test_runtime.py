@@ -298,6 +298,42 @@ def test_profile_reads_every_node():
     assert p2.glue_ms == pytest.approx(p2.forward_ms - p2.nodes_ms - p2.torch_ms)
 
 
+def test_layer_times_after_a_call_are_keyed_by_module_path():
+    qmodel, shape = quantized("resnet18")
+    x = torch.randn(shape)
+    compiled = rt.compile(qmodel, x)
+    layers = {name for name, m in qmodel.named_modules() if isinstance(m, (QuantConv2d, QuantLinear, MaxPool2d))}
+    assert set(rt.native_layers(compiled)) == layers
+    rt.reset_times(compiled)
+    with torch.no_grad():
+        compiled(x)
+    first = rt.layer_times(compiled)
+    names = [name for name, _ in first]
+    assert layers <= set(names) and "layer1.0.conv1" in names
+    assert names.index("conv1") < names.index("layer1.0.conv1") < names.index("fc")  # the order they ran in
+    assert all(seconds > 0 for _, seconds in first)
+    assert any(name.endswith(".to_nhwc(x)") for name in names)  # the input copy, outside any layer
+    # the latest call's times, and the mean over the calls since the reset
+    with torch.no_grad():
+        compiled(x)
+    totals = {t.name: t.ms for t in rt.node_times(compiled) if t.op != "to_nhwc"}
+    mean = dict(rt.layer_times(compiled, mean=True))
+    assert mean["conv1"] == pytest.approx(totals["conv1"] / 2 / 1e3)
+    latest = dict(rt.layer_times(compiled))
+    assert latest["conv1"] == pytest.approx(totals["conv1"] / 1e3 - dict(first)["conv1"])
+    rt.reset_times(compiled)
+    assert all(seconds == 0 for _, seconds in rt.layer_times(compiled, mean=True))
+
+
+def test_node_seconds_times_a_layer_as_a_plan_node():
+    torch.manual_seed(0)
+    conv = QuantConv2d.from_float(nn.Conv2d(16, 16, 1), input_range=(-3.0, 3.0))
+    x = torch.randn(1, 16, 8, 8).contiguous(memory_format=torch.channels_last)
+    seconds = rt.node_seconds(conv, x, calls=5)
+    assert seconds is not None and 0 < seconds < 0.1
+    assert rt.node_seconds(nn.ReLU(), x) is None  # not something a plan runs
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 5000), st.integers(0, 20), st.integers(0, 20)), min_size=1, max_size=30))
 def test_arena_planner_never_overlaps_live_buffers(raw):
@@ -324,3 +360,16 @@ def test_pool_regions_and_counters():
     assert after["regions"] > before["regions"]
     assert all(after[k] >= before[k] for k in before)
     assert _C.region_spin_us() >= _C.worker_spin_us() >= 0 and isinstance(_C.pool_contended(), bool)
+
+
+def test_worker_time_slice_setting():
+    assert _C._parallel_selftest(50, 2) == 0  # at least one worker exists
+    default = _C.worker_slice_us()
+    try:
+        accepted = _C.set_worker_slice_us(200)
+        assert _C.worker_slice_us() == 200 and 0 <= accepted <= _C.pool_worker_count()
+        assert _C._parallel_selftest(200, 2) == 0  # the pool still runs every task exactly once
+        _C.set_worker_slice_us(-5)
+        assert _C.worker_slice_us() == 0  # negative: the kernel's default
+    finally:
+        _C.set_worker_slice_us(default)

@@ -24,10 +24,11 @@ isa.steer()  # before torch (harmless under the avx2only shim)
 import edgeopt  # noqa: E402,F401
 from edgeopt._native import _C  # noqa: E402
 
-SETTINGS = {  # name -> (region_spin_us, contended_spin_us)
-    "default": None,
-    "no contention fallback": (2000, 2000),
-    "short spin everywhere": (50, 50),
+SETTINGS = {  # name -> (region_spin_us, contended_spin_us, worker_slice_us); None: the default
+    "default": (None, None, None),
+    "kernel's time slice": (None, None, 0),
+    "no contention fallback": (2000, 2000, None),
+    "short spin everywhere": (50, 50, None),
 }
 
 
@@ -46,13 +47,15 @@ def main() -> int:
     parser.add_argument("--task-us", type=float, default=40.0)
     parser.add_argument("--reps", type=int, default=10)
     args = parser.parse_args()
-    defaults = (_C.region_spin_us(), _C.contended_spin_us())
+    defaults = (_C.region_spin_us(), _C.contended_spin_us(), _C.worker_slice_us())
     print(f"load {os.getloadavg()[0]:.2f}; {args.layers} calls x {args.tasks} tasks x {args.task_us} us "
           f"(1-thread ideal {args.layers * args.tasks * args.task_us / 1e3:.1f} ms)")
     rows = []
     for name, setting in SETTINGS.items():
-        _C.set_region_spin_us(*(setting[:1] if setting else defaults[:1]))
-        _C.set_contended_spin_us(*(setting[1:] if setting else defaults[1:]))
+        region_spin, contended_spin, slice_us = (d if v is None else v for v, d in zip(setting, defaults))
+        _C.set_region_spin_us(region_spin)
+        _C.set_contended_spin_us(contended_spin)
+        _C.set_worker_slice_us(slice_us)
         for region in (True, False):
             t1 = run(args.layers, args.tasks, args.task_us, 1, region, args.reps)
             t2 = run(args.layers, args.tasks, args.task_us, 2, region, args.reps)
@@ -73,6 +76,7 @@ def main() -> int:
                   f"wakes/call {rows[-1][6]:.2f}", flush=True)
     _C.set_region_spin_us(defaults[0])
     _C.set_contended_spin_us(defaults[1])
+    _C.set_worker_slice_us(defaults[2])
     print(f"load {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -204,6 +204,7 @@ class PyPlan {
       d["op"] = t.op;
       d["ns"] = t.ns;
       d["runs"] = t.runs;
+      d["last_ns"] = t.last_ns;
       d["macs"] = t.macs;
       out.append(d);
     }
@@ -308,6 +309,9 @@ void register_runtime(py::module_& m) {
   m.def("set_region_spin_us", &set_region_spin_us, py::arg("microseconds"),
         "How long idle workers spin between the calls of one plan invocation (default 2000).");
   m.def("region_spin_us", &region_spin_us);
+  m.def("set_worker_slice_us", &set_worker_slice_us, py::arg("microseconds"),
+        "Scheduler time slice the pool's workers ask for (0: the kernel's default); returns how many accepted it.");
+  m.def("worker_slice_us", &worker_slice_us);
   m.def("set_contended_spin_us", &set_contended_spin_us, py::arg("microseconds"),
         "How long idle workers spin on a contended machine (default 50).");
   m.def("contended_spin_us", &contended_spin_us);
@@ -349,7 +353,7 @@ void register_runtime(py::module_& m) {
            "Shapes of the outputs (NHWC) for these NHWC input shapes; lays out the arena for them.")
       .def("infer_output_shapes", &PyPlan::infer_output_shapes, py::arg("input_shapes"))
       .def("run", &PyPlan::run, py::arg("inputs"), py::arg("outputs"), py::arg("num_threads"))
-      .def("node_times", &PyPlan::node_times, "Per node: name, op, total ns, runs, MACs per run.")
+      .def("node_times", &PyPlan::node_times, "Per node: name, op, total ns, runs, the latest run's ns, MACs per run.")
       .def("reset_times", &PyPlan::reset_times)
       .def_property_readonly("run_ns", &PyPlan::run_ns)
       .def_property_readonly("runs", &PyPlan::runs)

@@ -51,6 +51,12 @@ void set_region_spin_us(int us);
 int region_spin_us();
 void set_contended_spin_us(int us);
 int contended_spin_us();
+// The scheduler time slice the workers ask for (microseconds, default 100; 0: the kernel's default). A short
+// slice lets a worker woken for a call preempt another process on its core at once (Linux 6.12+ EEVDF);
+// without it the worker waits out that process's slice (~3 ms) and the caller does the call alone. Applies
+// to running workers too; returns how many accepted it.
+int set_worker_slice_us(int us);
+int worker_slice_us();
 // Whether a pool thread was preempted by another process within the last 100 ms.
 bool pool_contended();
 // Threads created so far (workers only), for `edgeopt info` and tests.

@@ -83,6 +83,7 @@ ValueId Plan::add_node(std::unique_ptr<Node> node, DType out_dtype) {
   node->output = values_.size() - 1;
   nodes_.push_back(std::move(node));
   node_ns_.push_back(0);
+  node_last_ns_.push_back(0);
   node_runs_.push_back(0);
   set_up_ = false;
   return values_.size() - 1;
@@ -196,7 +197,8 @@ void Plan::bind_input(size_t i, const ExternalTensor& t, uint8_t* arena, std::ve
     }
   });
   data[v] = dst;
-  input_copy_ns_[i] += now_ns() - t0;
+  input_copy_last_ns_[i] = now_ns() - t0;
+  input_copy_ns_[i] += input_copy_last_ns_[i];
   ++input_copy_runs_[i];
 }
 
@@ -221,6 +223,7 @@ void Plan::run(const std::vector<ExternalTensor>& inputs, const std::vector<void
   if (!set_up_ || shapes != setup_inputs_) setup(shapes);
   input_copy_ns_.resize(inputs_.size(), 0);
   input_copy_runs_.resize(inputs_.size(), 0);
+  input_copy_last_ns_.resize(inputs_.size(), 0);
 
   uint8_t* arena = arena_.reserve(layout_.total_bytes);
   std::vector<void*> data(values_.size(), nullptr);
@@ -240,7 +243,8 @@ void Plan::run(const std::vector<ExternalTensor>& inputs, const std::vector<void
       io.num_threads = num_threads;
       const uint64_t t0 = now_ns();
       node.run(io);
-      node_ns_[i] += now_ns() - t0;
+      node_last_ns_[i] = now_ns() - t0;
+      node_ns_[i] += node_last_ns_[i];
       ++node_runs_[i];
     }
   }
@@ -252,10 +256,10 @@ std::vector<NodeTime> Plan::node_times() const {
   std::vector<NodeTime> out;
   for (size_t i = 0; i < inputs_.size() && i < input_copy_ns_.size(); ++i) {
     if (input_copy_runs_[i] == 0) continue;
-    out.push_back({values_[inputs_[i]].name, "to_nhwc", input_copy_ns_[i], input_copy_runs_[i], 0.0});
+    out.push_back({values_[inputs_[i]].name, "to_nhwc", input_copy_ns_[i], input_copy_runs_[i], input_copy_last_ns_[i], 0.0});
   }
   for (size_t i = 0; i < nodes_.size(); ++i) {
-    NodeTime t{nodes_[i]->name, nodes_[i]->op(), node_ns_[i], node_runs_[i], 0.0};
+    NodeTime t{nodes_[i]->name, nodes_[i]->op(), node_ns_[i], node_runs_[i], node_last_ns_[i], 0.0};
     if (set_up_) t.macs = nodes_[i]->macs(ios_[i].in_shapes, ios_[i].out_shape);
     out.push_back(t);
   }
@@ -266,8 +270,10 @@ void Plan::reset_times() {
   std::lock_guard<std::mutex> lock(running_);
   std::fill(node_ns_.begin(), node_ns_.end(), 0);
   std::fill(node_runs_.begin(), node_runs_.end(), 0);
+  std::fill(node_last_ns_.begin(), node_last_ns_.end(), 0);
   std::fill(input_copy_ns_.begin(), input_copy_ns_.end(), 0);
   std::fill(input_copy_runs_.begin(), input_copy_runs_.end(), 0);
+  std::fill(input_copy_last_ns_.begin(), input_copy_last_ns_.end(), 0);
   run_ns_ = runs_ = 0;
 }
 

@@ -78,6 +78,7 @@ Shape shape_of(const ExternalTensor& t);
 struct NodeTime {
   std::string name, op;
   uint64_t ns = 0, runs = 0;
+  uint64_t last_ns = 0;  // the latest run's time
   double macs = 0;  // per run, at the last setup's shapes
 };
 
@@ -131,9 +132,9 @@ class Plan {
   std::vector<std::unique_ptr<Node>> nodes_;
   std::vector<NodeIO> ios_;  // per node, shapes from the last setup; pointers filled by each run
   std::vector<ValueId> inputs_, outputs_;
-  // Per node: accumulated time and runs; the input copies are timed apart.
-  std::vector<uint64_t> node_ns_, node_runs_;
-  std::vector<uint64_t> input_copy_ns_, input_copy_runs_;
+  // Per node: accumulated time and runs, and the latest run's time; the input copies are timed apart.
+  std::vector<uint64_t> node_ns_, node_runs_, node_last_ns_;
+  std::vector<uint64_t> input_copy_ns_, input_copy_runs_, input_copy_last_ns_;
   uint64_t run_ns_ = 0, runs_ = 0;
   bool set_up_ = false;
   std::vector<Shape> setup_inputs_, setup_outputs_;
