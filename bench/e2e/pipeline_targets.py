@@ -50,7 +50,13 @@ def _optimized(model, steps, calib):
 
 
 def recipes(group: str):
-    """(model name, {contender: steps}) of the one-shot builds of a group."""
+    """(model name, {contender: steps}) of the one-shot builds of a group (only the models in $PIPELINE_MODELS,
+    comma-separated, when set)."""
+    only = os.environ.get("PIPELINE_MODELS")
+    return [(name, c) for name, c in _recipes(group) if not only or name in only.split(",")]
+
+
+def _recipes(group: str):
     P, Q, L = edgeopt.Prune, edgeopt.Quantize, edgeopt.LowRank
     if group == "resnet18":
         return [("resnet18", {"edgeopt int8": [Q()], "edgeopt 80% + int8": [P(0.8, block=(16, 4)), Q()],
@@ -132,7 +138,19 @@ def _agreement(run, entry) -> str:
     return f"{agree}/{len(refs)}"
 
 
-def time_group(group: str, fast: bool) -> Path:
+def top_layers(module, x, runs: int = 20, most: int = 10) -> list[tuple[str, float]]:
+    """The `most` slowest steps of one call (edgeopt.perf.layer_timer), median ms over `runs` calls."""
+    from edgeopt.perf.layer_timer import LayerTimer
+
+    timer = LayerTimer(module, x)
+    timer.run(x)
+    per_run = [timer.run(x) for _ in range(runs)]
+    medians = [sorted(r[i] for r in per_run)[runs // 2] * 1e3 for i in range(len(timer.steps))]
+    order = sorted(range(len(medians)), key=lambda i: -medians[i])[:most]
+    return [(timer.steps[i].name, medians[i]) for i in order] + [("sum of steps", sum(medians))]
+
+
+def time_group(group: str, fast: bool, layers: bool = False) -> Path:
     torch.set_num_threads(THREADS)
     edgeopt.set_num_threads(THREADS)
     rows, header_load = [], timing.LoadRecord()
@@ -149,9 +167,15 @@ def time_group(group: str, fast: bool) -> Path:
             rows.append({"model": entry["model"], "contender": label, "median_ms": s.median * 1e3, "p95_ms": s.p95 * 1e3,
                          "n": s.n, "vs_first": timing.ratio(ref, s.median), "first": ref_label,
                          "top1_vs_fp32": agreement[label], "what": entry["summaries"].get(label, ""), "load": str(load)})
+        if layers:
+            for label, run in entry["runs"].items():
+                if isinstance(run, torch.nn.Module) and label.startswith(("edgeopt", "s8", "s9", "low rank")):
+                    rows.append({"model": entry["model"], "contender": label, "layers": top_layers(run, x)})
         print(f"{entry['model']} ({load}):", flush=True)
         for r in rows:
-            if r["model"] == entry["model"]:
+            if r["model"] == entry["model"] and "layers" in r:
+                print(f"  {r['contender']}: " + ", ".join(f"{n} {ms:.3f}" for n, ms in r["layers"]), flush=True)
+            elif r["model"] == entry["model"]:
                 print(f"  {r['contender']:<40} {r['median_ms']:8.3f} ms  p95 {r['p95_ms']:8.3f}  {r['vs_first']:5.2f}x "
                       f"{ref_label}  top-1 {r['top1_vs_fp32']}", flush=True)
     header_load.stop()
@@ -165,7 +189,10 @@ def time_group(group: str, fast: bool) -> Path:
              f"{meta['avx2_path']}; {meta['load']}", "",
              "| model | contender | median ms | p95 ms | x first | top-1 vs fp32 | what |", "| --- | --- | ---: | ---: | ---: | --- | --- |"]
     lines += [f"| {r['model']} | {r['contender']} | {r['median_ms']:.3f} | {r['p95_ms']:.3f} | {r['vs_first']:.2f}x | "
-              f"{r['top1_vs_fp32']} | {r['what']} |" for r in rows]
+              f"{r['top1_vs_fp32']} | {r['what']} |" for r in rows if "layers" not in r]
+    for r in (r for r in rows if "layers" in r):
+        lines += ["", f"{r['model']} {r['contender']}, slowest steps (median ms, edgeopt.perf.layer_timer): "
+                  + ", ".join(f"{n} {ms:.3f}" for n, ms in r["layers"])]
     path = RESULTS / f"targets-{group}-{stamp}.md"
     path.write_text("\n".join(lines) + "\n")
     print(f"results: {path}")
@@ -178,6 +205,7 @@ def main() -> int:
     ap.add_argument("--build", choices=GROUPS)
     ap.add_argument("--time", choices=GROUPS)
     ap.add_argument("--fast", action="store_true", help="3 blocks of 0.1 s instead of 7 of 0.3 s")
+    ap.add_argument("--layers", action="store_true", help="also the slowest steps of each edgeopt model")
     a = ap.parse_args()
     if not (a.build or a.time):
         ap.error("give --build GROUP or --time GROUP")
@@ -187,7 +215,7 @@ def main() -> int:
         from edgeopt.perf import plots
 
         plots.preload()  # before OpenVINO runs under the shim (see plots.preload)
-        time_group(a.time, a.fast)
+        time_group(a.time, a.fast, a.layers)
     return 0
 
 
