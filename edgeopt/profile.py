@@ -13,15 +13,17 @@ OpenVINO's own per-node times (PERF_COUNT) for the same model, exported to ONNX 
 int8 model when the twin is int8).
 
 How times are taken: the model is traced and a clock is read after every node (edgeopt.perf.layer_timer),
-so the steps of one call tile it; the instrumented and the plain model alternate in blocks whose first call
-is not timed, and per-layer times are the mean over the calls whose total lies in the interquartile range.
-The report states how far the layers' sum is from the plain model's median end-to-end time.
+so the steps of one call tile it; the plain and the instrumented model alternate call by call
+(`PairedCalls`), and each model (and a peer) is one contender of the alternating blocks, whose first call
+is not timed. Per-layer times are the mean over the calls whose total lies in the interquartile range; the
+report states how far the layers' sum is from the plain model's median end-to-end time.
 """
 from __future__ import annotations
 
 import math
 import statistics
 import sys
+import time
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -434,12 +436,11 @@ def _profile(model, x, optimized, threads, blocks, seconds_per_block, ceiling_se
     if optimized is not None:
         models[labels[1]] = optimized.eval() if isinstance(optimized, nn.Module) else optimized
     timers = {label: LayerTimer(m, x) for label, m in models.items()}
-    contenders, after, per_call = {}, {}, {}
+    contenders, after, pairs = {}, {}, {}
     for label, m in models.items():
-        contenders[f"{label} end to end"] = (lambda m=m: m(x))
-        contenders[f"{label} per layer"] = (lambda t=timers[label]: t.run(x))
-        per_call[label] = []
-        after[f"{label} per layer"] = per_call[label].append
+        pair = pairs[label] = PairedCalls(m, timers[label], x)
+        contenders[label] = pair
+        after[label] = pair.keep
     peers_run, peer_notes = _peer_runners(peer, peer_model, models, threads)
     for label, runner in peers_run.items():
         contenders[f"{label} peer"] = (lambda r=runner: r(x))
@@ -459,8 +460,8 @@ def _profile(model, x, optimized, threads, blocks, seconds_per_block, ceiling_se
     load.stop()
     profiles = {}
     for label in models:
-        p = build_profile(label, timers[label], per_call[label], samples[f"{label} end to end"],
-                          samples[f"{label} per layer"], measured)
+        pair = pairs[label]
+        p = build_profile(label, timers[label], pair.per_call, pair.plain, pair.instrumented, measured)
         if label in peers_run:
             p.peer, p.peer_label = peers_run[label].node_times(), "OpenVINO"
             p.peer_end_to_end = samples[f"{label} peer"]
@@ -481,6 +482,42 @@ def _profile(model, x, optimized, threads, blocks, seconds_per_block, ceiling_se
         result.notes.append(f"{before.label}: not traceable ({before.trace_error}); timed with forward hooks, "
                             "which add per-module overhead")
     return result
+
+
+class PairedCalls:
+    """One contender of the alternating blocks: the plain model and its instrumented copy called in turn,
+    call by call (which goes first alternates), so the end-to-end time and the per-layer times are taken
+    under the same conditions and differ by the instrumentation, not by what else the machine did during
+    one block or the other (separate blocks put ~5-10% of noise between them on a shared machine)."""
+
+    def __init__(self, model, timer: LayerTimer, x: torch.Tensor):
+        self.model, self.timer, self.x = model, timer, x
+        self.plain, self.instrumented = Samples(), Samples()
+        self.per_call: list[list[float]] = []
+        self._plain_first = False
+
+    def __call__(self) -> tuple[float, float, list[float]]:
+        clock = time.perf_counter
+        self._plain_first = not self._plain_first
+        if self._plain_first:
+            t0 = clock()
+            self.model(self.x)
+            t1 = clock()
+            durations = self.timer.run(self.x)
+            t2 = clock()
+            return t1 - t0, t2 - t1, durations
+        t0 = clock()
+        durations = self.timer.run(self.x)
+        t1 = clock()
+        self.model(self.x)
+        t2 = clock()
+        return t2 - t1, t1 - t0, durations
+
+    def keep(self, result: tuple[float, float, list[float]]) -> None:
+        plain, instrumented, durations = result
+        self.plain.add(plain)
+        self.instrumented.add(instrumented)
+        self.per_call.append(durations)
 
 
 def _peer_runners(peer, peer_model, models, threads) -> tuple[dict, dict]:
@@ -562,6 +599,27 @@ def resolve_model(spec: str, input_shape: Sequence[int] | None = None, log=print
                      f"reference checkpoint ({', '.join(REFERENCE)}), a checkpoint file nor a registry model")
 
 
+def _built_twin(recipe, ctx, source: str):
+    """The optimized twin, built once (calibration, kernel choice: heavy) and loaded from the cache after, so a
+    timing run under /work/tools/quiet only loads it. Keyed like the study's built rows: the weights and
+    edgeopt's code."""
+    from edgeopt.perf.cache import cached_module
+    from edgeopt.perf.peers import weights_key
+    from edgeopt.study import recipes
+
+    def build():
+        print(f"building the {recipe.label} twin (calibration: {source})", file=sys.stderr)
+        return recipes.build(recipe, ctx)
+
+    if not recipe.pickles:
+        return build()
+    ctx._path("")  # the folder exists
+    path = recipes.built_path(ctx.folder, recipe.name, weights_key(ctx.base))
+    if path.is_file():
+        print(f"the {recipe.label} twin from the cache: {path}", file=sys.stderr)
+    return cached_module(path, build, log=lambda m: print(m, file=sys.stderr)).eval()
+
+
 def run_cli(args) -> int:
     from edgeopt.perf import peers
     from edgeopt.study import recipes, subjects
@@ -586,8 +644,7 @@ def run_cli(args) -> int:
         ctx = recipes.Context(subject, model, calib, x, threads=args.threads or 2,
                               folder=cache_dir() / "study" / "full" / subject.name,
                               log=lambda m: print(m, file=sys.stderr))
-        print(f"building the {recipe.label} twin (calibration: {source})", file=sys.stderr)
-        optimized = recipes.build(recipe, ctx)
+        optimized = _built_twin(recipe, ctx, source)
         notes = ctx.notes
         labels = ("fp32", recipe.name)
     peer_files = None

@@ -103,6 +103,14 @@ def test_profile_command(tmp_path, monkeypatch, capsys):
     assert "edgeopt profile: dscnn_small" in text and "int8:" in text
     data = json.loads((out / "profile.json").read_text())
     assert data["threads"] == 1 and data["after"]["label"] == "int8"
+    built = list((tmp_path / "cache").rglob("built-int8-*.pt"))
+    assert len(built) == 1
+    # the second run loads the twin built by the first (a quiet timing window only loads)
+    rc = cli.main(["profile", "dscnn_small", "--input-shape", "1,40,64", "--optimized", "int8", "--threads", "1",
+                   "--blocks", "1", "--seconds", "0.01", "--ceiling-seconds", "0.005", "--no-plots"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "twin from the cache" in err and "building the" not in err
 
 
 def test_profile_command_rejects_unknown_model(monkeypatch):

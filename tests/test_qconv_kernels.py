@@ -35,10 +35,15 @@ def out_size(n, k, s, p, d):
     return (n + 2 * p - d * (k - 1) - 1) // s + 1
 
 
+SENTINEL = {np.int32: -0x2152411, np.float32: np.nan, np.uint8: 0xA5}
+
+
 def run(x, packed, o, k, stride, padding, dilation, groups, out_dtype=np.int32, threads=2, **kw):
+    """Into a sentinel-filled output: a cell no kernel writes keeps a value the exact comparison rejects
+    (for uint8, 0xA5 is a possible result; the int32 / float tests are the ones that catch unwritten cells)."""
     oh = out_size(x.shape[1], k[0], stride[0], padding[0], dilation[0])
     ow = out_size(x.shape[2], k[1], stride[1], padding[1], dilation[1])
-    out = np.empty((x.shape[0], oh, ow, o), out_dtype)
+    out = np.full((x.shape[0], oh, ow, o), SENTINEL[out_dtype], out_dtype)
     used = _C.qconv2d(x, packed, out, k, stride, padding, dilation, groups, False, num_threads=threads, **kw)
     return out, used
 
@@ -59,6 +64,52 @@ GEMM_CASES = [
     (1, 61, 59, 37, 40, 3, 1, 1, 1, 1),   # > 1 MB of gathered rows: gathered tile by tile
     (1, 61, 59, 38, 40, 3, 2, 1, 1, 2),   # the same, grouped and strided
 ]
+
+
+# The implicit-GEMM path (channels per group a multiple of 4, read in place tap by tap): ragged last tiles
+# of 1, 2 and 3 pixels, output channels around the 16-column block, tiles that span image rows and images,
+# strides, dilation, padding wider than the filter, grouped, and the 1x1 strided read.
+IGEMM_CASES = [
+    (1, 7, 7, 8, 16, 3, 1, 1, 1, 1),      # 49 pixels: last tile 1 pixel
+    (1, 5, 6, 4, 17, 3, 1, 1, 1, 1),      # 30 pixels: last tile 2
+    (1, 3, 5, 12, 15, 3, 1, 1, 1, 1),     # 15 pixels: last tile 3
+    (3, 5, 3, 16, 33, 3, 2, 1, 1, 1),     # tiles across images, strided
+    (1, 14, 14, 32, 64, 1, 2, 0, 1, 1),   # 1x1 stride 2 read in place
+    (2, 9, 11, 20, 31, (1, 3), (2, 1), (0, 1), 1, 1),
+    (1, 8, 8, 8, 9, 3, 1, 3, 3, 1),       # dilation 3
+    (1, 2, 2, 4, 7, 5, 1, 4, 1, 1),       # padding wider than the input: most taps read the zero row
+    (1, 6, 7, 16, 40, 3, 1, 1, 1, 2),     # grouped, 8 channels per group
+    (1, 10, 10, 64, 48, 5, 2, 2, 1, 1),   # 5x5 stride 2
+    (1, 4, 4, 512, 20, 3, 1, 1, 1, 1),    # long reduction per tap (kc 512)
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("case", IGEMM_CASES, ids=str)
+def test_implicit_gemm_conv_s32_exact(isa, rng, case, threads):
+    n, h, w_, c, o, k, s, p, d, g = case
+    k, s, p, d = map(_pair, (k, s, p, d))
+    w = rng.integers(-W_MAX, W_MAX + 1, (o, c // g, *k)).astype(np.int8)
+    x = rng.integers(0, 256, (n, h, w_, c)).astype(np.uint8)
+    zp = int(rng.integers(0, 256))
+    out, _ = run(x, pack_conv(w, g, False), o, k, s, p, d, g, x_zero_point=zp, threads=threads)
+    np.testing.assert_array_equal(out, exact_conv(x, zp, w, s, p, d, g))
+
+
+@pytest.mark.parametrize("cin,k,pad", [(512, 3, 1), (4, 3, 2), (64, 1, 0), (3, 7, 3), (1, 3, 1)])
+def test_gemm_conv_worst_case_saturation_is_exact(isa, cin, k, pad):
+    # Every activation 255 (or 0) against weights of +-63: the largest pair sums vpmaddubsw meets, with the
+    # zero point at both ends so the padding taps carry 0 or 255.
+    o = 19
+    w = np.full((o, cin, k, k), W_MAX, np.int8)
+    w[1::2] = -W_MAX
+    w[2, :, ::2] = -W_MAX
+    for xval in (0, 255):
+        x = np.full((1, 5, 6, cin), xval, np.uint8)
+        x[0, 1, ::2] = 255 - xval
+        for zp in (0, 255):
+            out, _ = run(x, pack_conv(w, 1, False), o, (k, k), (1, 1), (pad, pad), (1, 1), 1, x_zero_point=zp)
+            np.testing.assert_array_equal(out, exact_conv(x, zp, w, (1, 1), (pad, pad), (1, 1), 1))
 
 
 def _pair(v):
@@ -180,6 +231,10 @@ def test_bad_calls_raise_clear_errors(rng):
     with pytest.raises(ValueError, match="depthwise weights are for"):
         dw = pack_conv(rng.integers(-5, 5, (4, 1, 3, 3)).astype(np.int8), 4, True)
         _C.qconv2d(x, dw, np.empty((1, 5, 5, 4), np.float32), (3, 3), (1, 1), (1, 1), (1, 1), 1, False)
+    with pytest.raises(ValueError, match="taller than 32"):
+        tall = pack_conv(rng.integers(-5, 5, (2, 4, 33, 1)).astype(np.int8), 1, False)
+        _C.qconv2d(np.zeros((1, 33, 2, 4), np.uint8), tall, np.empty((1, 1, 2, 2), np.float32), (33, 1), (1, 1),
+                   (0, 0), (1, 1), 1, False)
     with pytest.raises(ValueError, match="outside"):
         _C.qconv_pack(np.full((2, 9), 64, np.int8), np.ones(2, np.float32))
     with pytest.raises(ValueError, match="-128"):

@@ -42,6 +42,63 @@ def test_study_stages_cache_rows_and_write_the_report(tiny, tmp_path):
     assert not any("build, accuracy" in line for line in log)
 
 
+def test_profile_piece_profiles_the_best_row(tiny, tmp_path):
+    out = tmp_path / "study"
+    cfg = runner.Config(out=out, models=("tiny",), rows=("fp32", "int8"), threads=1, blocks=1,
+                        seconds_per_block=0.005, loaded=False, profile=True)
+    text = runner.Study(cfg, log=lambda m: None).run().read_text()
+    prof = json.loads((out / "timing" / "tiny.profile.json").read_text())["profile"]
+    timing = json.loads((out / "timing" / "tiny.json").read_text())
+    assert prof["row"] == report.best_row("tiny", {r: {**json.loads((out / "rows" / "tiny" / f"{r}.json").read_text()),
+                                                       "median_ms": timing["quiet"][r]["median_ms"]}
+                                                   for r in ("fp32", "int8")})[0]
+    assert (out / "profile" / "tiny" / "profile.md").is_file()
+    assert f"Profile, fp32 against {prof['row']}" in text
+
+
+def test_time_stage_resumes_within_a_budget(tiny, monkeypatch, tmp_path):
+    other = subjects.Subject("tiny2", "tiny DS-CNN, second (speed only)", "dscnn_small", (1, 40, 64))
+    monkeypatch.setitem(subjects.SUBJECTS, "tiny2", other)
+    out = tmp_path / "study"
+    common = dict(out=out, models=("tiny", "tiny2"), rows=("fp32", "int8"), threads=1, blocks=1,
+                  seconds_per_block=0.005, loaded=False, profile=False)
+    runner.Study(runner.Config(stages=("build",), **common), log=lambda m: None).run()
+    timed = lambda log: [line for line in log if "timing 2 rows" in line]  # noqa: E731
+    # budget 0: the first piece always runs, the second is left for the next run
+    log = []
+    study = runner.Study(runner.Config(stages=("time",), budget=0.0, **common), log=log.append)
+    study.run()
+    assert len(timed(log)) == 1 and "tiny:" in timed(log)[0]
+    assert study.left == [("time", "tiny2")] and any("1 timing piece(s) left" in line for line in log)
+    assert (out / "timing" / "tiny.json").is_file() and not (out / "timing" / "tiny2.json").exists()
+    # the next run times only what is left
+    log = []
+    study = runner.Study(runner.Config(stages=("time",), budget=0.0, **common), log=log.append)
+    study.run()
+    assert len(timed(log)) == 1 and "tiny2:" in timed(log)[0] and study.left == []
+    # nothing changed: nothing is timed again; a rebuilt row invalidates that model's timing only
+    log = []
+    runner.Study(runner.Config(stages=("time",), **common), log=log.append).run()
+    assert timed(log) == []
+    row = out / "rows" / "tiny2" / "int8.json"
+    row.write_text(row.read_text().replace('"key": "', '"key": "changed-'))
+    log = []
+    runner.Study(runner.Config(stages=("time",), **common), log=log.append).run()
+    assert len(timed(log)) == 1 and "tiny2:" in timed(log)[0]
+    durations = json.loads((runner.Study(runner.Config(**common)).cache / "durations.json").read_text())
+    assert durations["time/tiny/"] > 0 and durations["time/tiny2/"] > 0
+
+
+def test_study_command_exits_3_while_timing_pieces_are_left(tiny, monkeypatch, tmp_path):
+    other = subjects.Subject("tiny2", "tiny DS-CNN, second (speed only)", "dscnn_small", (1, 40, 64))
+    monkeypatch.setitem(subjects.SUBJECTS, "tiny2", other)
+    args = ["study", "--models", "tiny,tiny2", "--rows", "fp32", "--threads", "1", "--blocks", "1", "--seconds",
+            "0.005", "--no-loaded", "--no-profile", "--out", str(tmp_path / "s")]
+    assert cli.main([*args, "--stage", "build"]) == 0
+    assert cli.main([*args, "--stage", "time,report", "--budget", "0"]) == 3
+    assert cli.main([*args, "--stage", "time,report", "--budget", "0"]) == 0
+
+
 def test_study_command_lists_rows(capsys):
     assert cli.main(["study", "--list"]) == 0
     text = capsys.readouterr().out
@@ -85,6 +142,31 @@ def test_best_row_respects_the_accuracy_budget():
     lines = report.conclusions({"ravdess": {"rows": entries, "timing": {}}})
     text = "\n".join(lines)
     assert "2.50x fp32 eager" in text and "0.75x OpenVINO int8" in text
+
+
+def _profiled(fp32_ms, int8_ms, compute_ms, memory_ms):
+    rows = {"fp32": _entry("fp32", 0.9, fp32_ms, "base"), "int8": _entry("int8", 0.9, int8_ms)}
+    prof = {"row": "int8", "fp32_by_bound_ms": {"compute": compute_ms, "memory": memory_ms},
+            "best_by_bound_ms": {"compute": 1.0, "overhead": 3.0}}
+    return {"rows": rows, "timing": {"profile": prof}}
+
+
+def test_conclusions_are_computed_from_the_rows_and_profiles():
+    data = {"ravdess": _profiled(10.0, 4.0, 8.0, 2.0), "cifar10": _profiled(10.0, 8.0, 2.0, 8.0)}
+    text = "\n".join(report.conclusions(data))
+    # the ranking of rows: int8 is 2.5x on a and 1.25x on b -> geometric mean sqrt(3.125)
+    assert f"{math.sqrt(2.5 * 1.25):.2f}x fp32 eager (range 1.25-2.50x over 2 models)" in text
+    assert "- ravdess: fp32 compute 80%, memory 20%; int8 PTQ 2.50x fp32 eager; left in int8: overhead 75%, compute 25%" in text
+    assert "2.50x fp32 eager (geometric mean) on the 1 model(s) whose fp32 time is at least half compute-bound, " \
+           "1.25x on the 1 other(s)" in text
+    assert text.index("- ravdess: fp32") < text.index("- cifar10: fp32")  # most compute-bound first
+    assert "best is *int8 PTQ*" in text and "2.50x fp32 eager" in text
+    # other figures, other conclusions: int8 now pays more on the memory-bound model
+    data["cifar10"]["rows"]["int8"]["median_ms"] = 2.0
+    text = "\n".join(report.conclusions(data))
+    assert "- cifar10: fp32 memory 80%, compute 20%; int8 PTQ 5.00x fp32 eager" in text
+    assert "2.50x fp32 eager (geometric mean) on the 1 model(s) whose fp32 time is at least half compute-bound, " \
+           "5.00x on the 1 other(s)" in text
 
 
 def test_stored_weights_counts_what_layers_keep():

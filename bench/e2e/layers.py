@@ -109,15 +109,15 @@ def time_model(b: dict, threads: int, fast: bool, peer_names: list[str], log=_lo
     from edgeopt.perf import peers, timing
     from edgeopt.perf.ceilings import measure_ceilings
     from edgeopt.perf.layer_timer import LayerTimer
-    from edgeopt.profile import assign_peer, build_profile, match_rows
+    from edgeopt.profile import PairedCalls, assign_peer, build_profile, match_rows
 
     torch.set_num_threads(threads)
     edgeopt.set_num_threads(threads)
     x, qmodel = b["x"], b["qmodel"]
     timer = LayerTimer(qmodel, x)
-    contenders = {"edgeopt": lambda: qmodel(x), "edgeopt per layer": lambda: timer.run(x)}
-    per_call: list = []
-    after = {"edgeopt per layer": per_call.append}
+    pair = PairedCalls(qmodel, timer, x)  # plain and per-layer calls in turn: compared under the same load
+    contenders = {"edgeopt": pair}
+    after = {"edgeopt": pair.keep}
     runners, skipped = {}, {}
     for peer in peer_names:
         if b["onnx"] is None:
@@ -147,7 +147,7 @@ def time_model(b: dict, threads: int, fast: bool, peer_names: list[str], log=_lo
 
     ceilings = Ceilings(max(ceilings.int8_gmacs, again.int8_gmacs), max(ceilings.fp32_gmacs, again.fp32_gmacs),
                         max(ceilings.read_gbs, again.read_gbs), threads)
-    prof = build_profile("edgeopt", timer, per_call, samples["edgeopt"], samples["edgeopt per layer"], ceilings)
+    prof = build_profile("edgeopt", timer, pair.per_call, pair.plain, pair.instrumented, ceilings)
     rows = match_rows(prof, None)
     known = {n for n, _ in b["model"].named_modules() if n}
     nodes, unmatched, isa_of = {}, {}, {"edgeopt": isa.edgeopt_path()}
@@ -179,7 +179,8 @@ def time_model(b: dict, threads: int, fast: bool, peer_names: list[str], log=_lo
         out_rows.append(entry)
     return {"threads": threads, "load": load.to_dict(), "ceilings": ceilings.to_dict(), "isa": isa_of,
             "skipped": skipped, "rows": out_rows,
-            "end_to_end": {label: s.to_dict() for label, s in samples.items()},
+            "end_to_end": {**{label: s.to_dict() for label, s in samples.items()}, "edgeopt": pair.plain.to_dict(),
+                           "edgeopt per layer": pair.instrumented.to_dict()},
             "edgeopt_layers_ms": prof.layers_seconds * 1e3, "accounting_error": prof.accounting_error,
             "timing_mode": prof.mode,
             "unmatched": {label: [n.to_dict() for n in v] for label, v in unmatched.items()}}

@@ -118,6 +118,8 @@ py::tuple qconv2d_py(const py::array& x, const py::array& packed, py::array& out
     if (g.kernel_h > 32) value_error("depthwise filters taller than 32 rows are not supported");
     used = call_without_gil([&] { return qdwconv2d(w, call); });
   } else {
+    if (g.kernel_h > kQConvMaxKernelH)
+      value_error("filters taller than " + std::to_string(kQConvMaxKernelH) + " rows are not supported");
     const std::vector<Qs8PackedView> views = group_views(packed, groups);
     const size_t k = taps * (g.in_c / g.groups);
     if (views[0].k() != k || views[0].n() * g.groups != g.out_c)

@@ -5,11 +5,15 @@ namespace edgeopt {
 const QGemmKernels& qgemm_kernels(Isa isa) {
   static const QGemmKernels ref{{nullptr, eo_qu8s8_gemm_minmax_ukernel_4x16c4__ref, eo_qu8s8_gemm_minmax_ukernel_4x16c4__ref,
                                  eo_qu8s8_gemm_minmax_ukernel_4x16c4__ref, eo_qu8s8_gemm_minmax_ukernel_4x16c4__ref},
+                                {nullptr, eo_qu8s8_igemm_minmax_ukernel_4x16c4__ref, eo_qu8s8_igemm_minmax_ukernel_4x16c4__ref,
+                                 eo_qu8s8_igemm_minmax_ukernel_4x16c4__ref, eo_qu8s8_igemm_minmax_ukernel_4x16c4__ref},
                                 eo_f32_minmax__ref,
                                 eo_f32_qu8_quantize__ref,
                                 eo_qu8s8_dwconv_minmax_ukernel_32x2__ref};
   static const QGemmKernels avx2{{nullptr, eo_qu8s8_gemm_minmax_ukernel_1x16c4__avx2, eo_qu8s8_gemm_minmax_ukernel_2x16c4__avx2,
                                   eo_qu8s8_gemm_minmax_ukernel_4x16c4__avx2, eo_qu8s8_gemm_minmax_ukernel_4x16c4__avx2},
+                                 {nullptr, eo_qu8s8_igemm_minmax_ukernel_1x16c4__avx2, eo_qu8s8_igemm_minmax_ukernel_2x16c4__avx2,
+                                  eo_qu8s8_igemm_minmax_ukernel_4x16c4__avx2, eo_qu8s8_igemm_minmax_ukernel_4x16c4__avx2},
                                  eo_f32_minmax__avx2,
                                  eo_f32_qu8_quantize__avx2,
                                  eo_qu8s8_dwconv_minmax_ukernel_32x2__avx2};

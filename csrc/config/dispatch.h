@@ -15,6 +15,8 @@ namespace edgeopt {
 struct QGemmKernels {
   // gemm_by_rows[r] computes tiles of up to r rows (r = 1..kQGemmMr); [kQGemmMr] is the main tile.
   QGemmUkernelFn gemm_by_rows[kQGemmMr + 1];
+  // The implicit-GEMM (conv) tiles, indexed the same way.
+  QIgemmUkernelFn igemm_by_rows[kQGemmMr + 1];
   F32MinMaxFn minmax;
   F32QuantizeU8Fn quantize;
   QDwconvUkernelFn dwconv;

@@ -42,9 +42,12 @@ struct QConvCall {
   int num_threads = 1;
 };
 
+// Filter heights qconv2d takes (it keeps one input-row pointer per filter row on the stack).
+constexpr size_t kQConvMaxKernelH = 32;
+
 // group_weights: g.groups packs, pack i holding output channels [i*out_c/groups, (i+1)*out_c/groups) with
 // reduction kernel_h*kernel_w*(in_c/groups) in (ky, kx, c) order. Returns the input parameters used.
-// Throws std::domain_error for NaN/Inf inputs.
+// Throws std::domain_error for NaN/Inf inputs, std::invalid_argument for filters taller than kQConvMaxKernelH.
 U8QuantParams qconv2d(const Qs8PackedView* group_weights, const QConvCall& call);
 
 // The input of a conv call as u8 NHWC: the caller's bytes, or the float input quantized into kInput

@@ -12,6 +12,12 @@ namespace {
 // Activation rows kept in L2 while every weight block of a task streams past them (the target's L2 is
 // 256 KB; half of it for A leaves room for the weight block being read).
 constexpr size_t kL2ABytes = 128 * 1024;
+// The weights one micro-kernel call walks for a row tile, kept in L2 for the next tile (the rest of L2).
+constexpr size_t kL2WeightBytes = 96 * 1024;
+// Tasks per thread a layer is split into when it is big enough (dynamic claiming then leaves a thread idle
+// for at most ~1/16 of the layer), and the fewest MACs worth a task (~1-2 us of kernel time).
+constexpr size_t kTasksPerThread = 8;
+constexpr double kMinTaskMacs = 64.0 * 1024;
 // Below this many input values, quantizing on one thread beats waking the others.
 constexpr size_t kParallelQuantizeMin = 1 << 15;
 
@@ -96,6 +102,30 @@ QGemmEpilogue make_qgemm_epilogue(const int32_t* w_colsum, const float* w_scale,
 
 size_t qgemm_rows_per_tile(size_t k_padded) {
   return std::clamp<size_t>(kL2ABytes / k_padded / kQGemmMr * kQGemmMr, kQGemmMr, 256);
+}
+
+size_t qgemm_blocks_per_call(size_t k_padded) {
+  return std::max<size_t>(1, kL2WeightBytes / (k_padded * kQGemmNr));
+}
+
+QGemmTaskPlan plan_qgemm_tasks(size_t m, size_t n_blocks, size_t k_padded, int threads, bool rows_cost) {
+  const size_t tiles = (m + kQGemmMr - 1) / kQGemmMr;
+  size_t m_chunks = std::min(tiles, (m + qgemm_rows_per_tile(k_padded) - 1) / qgemm_rows_per_tile(k_padded));
+  size_t n_groups = 1;
+  if (threads > 1) {
+    const double macs = double(m) * double(n_blocks * kQGemmNr) * double(k_padded);
+    const size_t target = std::max<size_t>(1, std::min<size_t>(size_t(threads) * kTasksPerThread,
+                                                               size_t(macs / kMinTaskMacs)));
+    if (m_chunks < target && rows_cost) m_chunks = std::min(tiles, std::max(m_chunks, target));
+    if (m_chunks < target) n_groups = std::min(n_blocks, (target + m_chunks - 1) / m_chunks);
+    if (m_chunks * n_groups < target) m_chunks = std::min(tiles, (target + n_groups - 1) / n_groups);
+  }
+  QGemmTaskPlan plan;
+  plan.rows_per_chunk = (tiles + m_chunks - 1) / m_chunks * kQGemmMr;
+  plan.m_chunks = (m + plan.rows_per_chunk - 1) / plan.rows_per_chunk;
+  plan.blocks_per_group = (n_blocks + n_groups - 1) / n_groups;
+  plan.n_groups = (n_blocks + plan.blocks_per_group - 1) / plan.blocks_per_group;
+  return plan;
 }
 
 ARows prepare_u8_input(const float* x_f32, const uint8_t* x_u8, size_t m, size_t k, size_t kp, size_t x_stride,

@@ -58,11 +58,26 @@ ARows prepare_u8_input(const float* x_f32, const uint8_t* x_u8, size_t m, size_t
 
 // Rows per tile: as many as keep their activations in L2 while weight blocks stream past them.
 size_t qgemm_rows_per_tile(size_t k_padded);
+// Column blocks per micro-kernel call: as many as keep their weights in L2 from one row tile to the next
+// (the call walks them all for one tile; a short-K layer then pays the call once per tile).
+size_t qgemm_blocks_per_call(size_t k_padded);
+
+// How a GEMM-shaped layer (m rows, n_blocks column blocks of kQGemmNr, reduction k_padded) is split into
+// tasks for the pool: row chunks (multiples of kQGemmMr, as even as that allows) x column groups. Splits the
+// rows first (each chunk's activations stay in L2 while the weight blocks stream past), then the columns,
+// then the rows again, until there are enough tasks that every thread gets an equal share (a thread
+// stalled by another process leaves little stranded), but no task is so small that claiming it costs.
+// rows_cost: a task pays per row it touches (a gathered tile), so column splits are a last resort.
+struct QGemmTaskPlan {
+  size_t rows_per_chunk, m_chunks;
+  size_t blocks_per_group, n_groups;
+  size_t tasks() const { return m_chunks * n_groups; }
+};
+QGemmTaskPlan plan_qgemm_tasks(size_t m, size_t n_blocks, size_t k_padded, int threads, bool rows_cost = false);
 
 // C (m x n, out_stride elements per row) = epilogue(A * W). rows(row0, row1) returns the activation rows
 // of one tile [row0, row1); it runs on the thread that computes the tile and may fill a tile buffer.
-// rows_are_gathered: rows() copies its rows, so tasks split the rows rather than the columns when
-// there are enough rows (each column split would gather the same rows again).
+// rows_are_gathered: rows() copies its rows (see plan_qgemm_tasks' rows_cost).
 template <class RowsFn>
 void qgemm_tiled(const QGemmKernels& kern, size_t m, const Qs8PackedView& w, const QGemmEpilogue& ep, RowsFn&& rows,
                  void* out, size_t out_stride, int threads, bool rows_are_gathered = false) {
@@ -71,30 +86,21 @@ void qgemm_tiled(const QGemmKernels& kern, size_t m, const Qs8PackedView& w, con
   const size_t n_blocks = (n + kQGemmNr - 1) / kQGemmNr;
   const size_t mr_main = std::min<size_t>(m, kQGemmMr);
   const QGemmUkernelFn main_kernel = kern.gemm_by_rows[mr_main];
-  const size_t mc = qgemm_rows_per_tile(kp);
-  const size_t m_chunks = (m + mc - 1) / mc;
-  // Enough tasks that a thread stalled by another process leaves little work stranded (the other
-  // threads take it), few enough that claiming them costs nothing.
-  const size_t target_tasks = size_t(threads) * 8;
-  const bool enough_rows = m_chunks >= size_t(threads) * 4;
-  const size_t n_groups = rows_are_gathered && enough_rows
-                              ? 1
-                              : std::min(n_blocks, std::max<size_t>(1, (target_tasks + m_chunks - 1) / m_chunks));
-  const size_t blocks_per_group = (n_blocks + n_groups - 1) / n_groups;
-  const size_t tasks = m_chunks * ((n_blocks + blocks_per_group - 1) / blocks_per_group);
+  const QGemmTaskPlan plan = plan_qgemm_tasks(m, n_blocks, kp, threads, rows_are_gathered);
+  const size_t blocks_per_call = qgemm_blocks_per_call(kp);
   char* c = static_cast<char*>(out);
-  parallel_for(tasks, threads, [&](size_t t) {
-    const size_t mi = t % m_chunks, gi = t / m_chunks;
-    const size_t row0 = mi * mc, row1 = std::min(m, row0 + mc);
-    const size_t b0 = gi * blocks_per_group, b1 = std::min(n_blocks, b0 + blocks_per_group);
+  parallel_for(plan.tasks(), threads, [&](size_t t) {
+    const size_t mi = t % plan.m_chunks, gi = t / plan.m_chunks;
+    const size_t row0 = mi * plan.rows_per_chunk, row1 = std::min(m, row0 + plan.rows_per_chunk);
+    const size_t b0 = gi * plan.blocks_per_group, b1 = std::min(n_blocks, b0 + plan.blocks_per_group);
     const ARows a = rows(row0, row1);
-    for (size_t b = b0; b < b1; ++b) {
-      const size_t col = b * kQGemmNr, nr = std::min<size_t>(kQGemmNr, n - col);
+    for (size_t b = b0; b < b1; b += blocks_per_call) {
+      const size_t col = b * kQGemmNr, nc = std::min(n, std::min(b1, b + blocks_per_call) * kQGemmNr) - col;
       const int8_t* wb = w.blocks + b * w.block_bytes();
       for (size_t i = row0; i < row1; i += kQGemmMr) {
         const size_t mr = std::min<size_t>(kQGemmMr, row1 - i);
         const QGemmUkernelFn uk = mr == mr_main ? main_kernel : kern.gemm_by_rows[mr];
-        uk(mr, nr, kp, a.a + (i - row0) * a.stride, a.stride, wb, ep, col, c + (i * out_stride + col) * out_elem,
+        uk(mr, nc, kp, a.a + (i - row0) * a.stride, a.stride, wb, ep, col, c + (i * out_stride + col) * out_elem,
            out_stride);
       }
     }

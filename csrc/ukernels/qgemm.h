@@ -9,6 +9,7 @@
 // every kernel here equals a plain int32 dot product exactly.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -29,7 +30,11 @@ enum class OutKind : int32_t { kF32 = 0, kU8 = 1, kS32 = 2 };
 // What the kernel does after accumulating acc[i][j] = sum_k a[i][k] * w[j][k]:
 //   s32: acc - a_zero_point * w_colsum[j]                            (the exact integer result)
 //   f32: clamp(fma(float(s32), a_scale * w_scale[j], bias[j]) [+ residual], out_min, out_max)
-//   u8 : clamp(rint(f32 * out_inv_scale) + out_zero_point, 0, 255)
+//   u8 with a residual: clamp(rint(f32 * out_inv_scale) + out_zero_point, 0, 255)
+//   u8 without: rint(clamp(fma(float(s32), a_scale * w_scale[j] * out_inv_scale,
+//                              fma(bias[j], out_inv_scale, out_zero_point)), u8_out_lo, u8_out_hi))
+//     the same value as the line above up to where one rounding instead of two lands a value on the other
+//     side of a .5 boundary, in a third of the instructions (the epilogue is a large part of a short-K layer).
 // Arrays are indexed by absolute column and padded to a multiple of kQGemmNr.
 struct QGemmEpilogue {
   const int32_t* w_colsum;
@@ -48,31 +53,66 @@ struct QGemmEpilogue {
   const char* out_base = nullptr;
 };
 
+// The u8 output's clamp on the fused (u8-grid) path: the activation bounds moved to the u8 grid, within [0, 255].
+inline float u8_out_lo(const QGemmEpilogue& ep) {
+  const float lo = std::fma(ep.out_min, ep.out_inv_scale, float(ep.out_zero_point));
+  return lo > 0.0f ? lo : 0.0f;
+}
+inline float u8_out_hi(const QGemmEpilogue& ep) {
+  const float hi = std::fma(ep.out_max, ep.out_inv_scale, float(ep.out_zero_point));
+  return hi < 255.0f ? hi : 255.0f;
+}
+inline bool u8_fused_epilogue(const QGemmEpilogue& ep) { return ep.out_kind == OutKind::kU8 && ep.residual == nullptr; }
+
 // Index into ep.residual of the output element at `c` (the caller checked ep.residual).
 inline size_t residual_index(const QGemmEpilogue& ep, const void* c) {
   return size_t(static_cast<const char*>(c) - ep.out_base) / (ep.out_kind == OutKind::kU8 ? 1 : 4);
 }
 
-// Computes an mr x nr tile (mr <= kQGemmMr, nr <= kQGemmNr) of C starting at column `col`.
-// a: mr rows of k_padded u8 values, rows a_stride bytes apart. w: the packed block holding `col`.
-// c: the tile's first element, of the type out_kind names; rows c_stride elements apart.
-using QGemmUkernelFn = void (*)(size_t mr, size_t nr, size_t k_padded, const uint8_t* a, size_t a_stride,
+// Computes mr rows (mr <= kQGemmMr) x nc columns of C starting at column `col` (a multiple of kQGemmNr),
+// one packed block of kQGemmNr columns after another.
+// a: mr rows of k_padded u8 values, rows a_stride bytes apart. w: the packed block holding `col`, the
+// following blocks after it. c: the tile's first element, of the type out_kind names; rows c_stride
+// elements apart.
+using QGemmUkernelFn = void (*)(size_t mr, size_t nc, size_t k_padded, const uint8_t* a, size_t a_stride,
                                 const int8_t* w, const QGemmEpilogue& ep, size_t col, void* c,
                                 size_t c_stride);
 
-void eo_qu8s8_gemm_minmax_ukernel_4x16c4__ref(size_t mr, size_t nr, size_t k_padded, const uint8_t* a,
+void eo_qu8s8_gemm_minmax_ukernel_4x16c4__ref(size_t mr, size_t nc, size_t k_padded, const uint8_t* a,
                                               size_t a_stride, const int8_t* w, const QGemmEpilogue& ep,
                                               size_t col, void* c, size_t c_stride);
 // The __ref kernel serves every mr <= 4; the avx2 ones are the 4-row tile and narrow ones for small M.
-void eo_qu8s8_gemm_minmax_ukernel_4x16c4__avx2(size_t mr, size_t nr, size_t k_padded, const uint8_t* a,
+void eo_qu8s8_gemm_minmax_ukernel_4x16c4__avx2(size_t mr, size_t nc, size_t k_padded, const uint8_t* a,
                                                size_t a_stride, const int8_t* w, const QGemmEpilogue& ep,
                                                size_t col, void* c, size_t c_stride);
-void eo_qu8s8_gemm_minmax_ukernel_2x16c4__avx2(size_t mr, size_t nr, size_t k_padded, const uint8_t* a,
+void eo_qu8s8_gemm_minmax_ukernel_2x16c4__avx2(size_t mr, size_t nc, size_t k_padded, const uint8_t* a,
                                                size_t a_stride, const int8_t* w, const QGemmEpilogue& ep,
                                                size_t col, void* c, size_t c_stride);
-void eo_qu8s8_gemm_minmax_ukernel_1x16c4__avx2(size_t mr, size_t nr, size_t k_padded, const uint8_t* a,
+void eo_qu8s8_gemm_minmax_ukernel_1x16c4__avx2(size_t mr, size_t nc, size_t k_padded, const uint8_t* a,
                                                size_t a_stride, const int8_t* w, const QGemmEpilogue& ep,
                                                size_t col, void* c, size_t c_stride);
+
+// Implicit GEMM ("igemm", XNNPACK's name) for convolutions: the same tile, with the reduction split into
+// ks taps of kc bytes each (kc a multiple of kQGemmKr) read through pointers instead of from one row.
+// a: per tap, kQGemmMr pointers (tap-major: a[t * kQGemmMr + r]), each to the kc bytes row r meets at tap t
+//   (an input pixel's channels read in place, or a buffer of zero-point bytes for padding); rows r >= mr
+//   repeat a real row's pointers (their results are not stored). The kernels read exactly kc bytes each.
+// w: the packed block holding `col`, its reduction ks * kc long in (tap, k) order; nc columns as in the GEMM.
+using QIgemmUkernelFn = void (*)(size_t mr, size_t nc, size_t kc, size_t ks, const uint8_t* const* a,
+                                 const int8_t* w, const QGemmEpilogue& ep, size_t col, void* c, size_t c_stride);
+
+void eo_qu8s8_igemm_minmax_ukernel_4x16c4__ref(size_t mr, size_t nc, size_t kc, size_t ks, const uint8_t* const* a,
+                                               const int8_t* w, const QGemmEpilogue& ep, size_t col, void* c,
+                                               size_t c_stride);
+void eo_qu8s8_igemm_minmax_ukernel_4x16c4__avx2(size_t mr, size_t nc, size_t kc, size_t ks, const uint8_t* const* a,
+                                                const int8_t* w, const QGemmEpilogue& ep, size_t col, void* c,
+                                                size_t c_stride);
+void eo_qu8s8_igemm_minmax_ukernel_2x16c4__avx2(size_t mr, size_t nc, size_t kc, size_t ks, const uint8_t* const* a,
+                                                const int8_t* w, const QGemmEpilogue& ep, size_t col, void* c,
+                                                size_t c_stride);
+void eo_qu8s8_igemm_minmax_ukernel_1x16c4__avx2(size_t mr, size_t nc, size_t kc, size_t ks, const uint8_t* const* a,
+                                                const int8_t* w, const QGemmEpilogue& ep, size_t col, void* c,
+                                                size_t c_stride);
 
 // Activation quantization (per tensor). Range scan: min and max over a rows x cols matrix (row stride
 // in elements); returns false if any value is NaN or +-Inf.

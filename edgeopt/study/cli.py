@@ -22,11 +22,16 @@ def run(args) -> int:
     cfg = runner.Config(out=out, quick=args.quick, models=tuple(filter(None, args.models.split(","))),
                         rows=tuple(filter(None, args.rows.split(","))), threads=args.threads, stages=stages,
                         blocks=args.blocks, seconds_per_block=args.seconds, loaded=not args.no_loaded,
-                        profile=not args.no_profile, force=args.force)
-    report = runner.Study(cfg, log=lambda m: print(m, flush=True)).run()
+                        profile=not args.no_profile, force=args.force, budget=args.budget)
+    study = runner.Study(cfg, log=lambda m: print(m, flush=True))
+    report = study.run()
     if report is not None:
         print(f"\nreport: {report}\nJSON:   {report.parent / 'results.json'}")
-    return 0
+    return PIECES_LEFT if study.left else 0
+
+
+# exit status when the timing budget left pieces for another run (a script repeats the command until 0)
+PIECES_LEFT = 3
 
 
 def register(subparsers) -> None:
@@ -41,6 +46,10 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=2, help="threads for every contender (default 2)")
     p.add_argument("--blocks", type=int, default=5, help="alternating-block rounds when timing (default 5)")
     p.add_argument("--seconds", type=float, default=0.2, help="seconds per block per row (default 0.2)")
+    p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                   help="time stage: start no timing piece that would end past SECONDS from the start (the first "
+                        "always runs); exits with status 3 while pieces are left, so a quiet window can be "
+                        "filled by repeating the command")
     p.add_argument("--no-loaded", action="store_true", help="skip the timing with one core kept busy")
     p.add_argument("--no-profile", action="store_true", help="skip the per-layer profile of the best row")
     p.add_argument("--force", action="store_true", help="rebuild and re-measure rows found in the cache")

@@ -285,6 +285,14 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
 PROFILE_RECIPES = ("int8", "fp16", "prune80_int8", "prune80", "lowrank50", "lowrank50_int8", "student_int8")
 
 
+def built_path(folder: Path, row: str, base_key: str) -> Path:
+    """Where a row's built runnable is cached: keyed by the fp32 weights it came from and edgeopt's code
+    (the study's build stage writes it, its time stage and `edgeopt profile --optimized` load it)."""
+    from edgeopt.perf.cache import code_fingerprint
+
+    return Path(folder) / f"built-{row}-{base_key}-{code_fingerprint()}.pt"
+
+
 def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; available: {', '.join(RECIPES)}")

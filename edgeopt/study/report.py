@@ -26,6 +26,9 @@ def collect(out: Path, models: list[str], rows: list[str]) -> dict:
     data = {}
     for model in models:
         timing = _read(out / "timing" / f"{model}.json") or {}
+        profile = _read(out / "timing" / f"{model}.profile.json")
+        if profile is not None:
+            timing["profile"] = profile.get("profile")
         entries = {}
         for row in rows:
             res = _read(out / "rows" / model / f"{row}.json")
@@ -161,19 +164,46 @@ def conclusions(data: dict) -> list[str]:
                      f"{len(vals)} model{'s' if len(vals) != 1 else ''})"
                      + (f", accuracy {statistics.fmean(drops):+.2f} points on average (worst {min(drops):+.2f})"
                         if drops else ""))
-    why = []
+    lines += why_from_profiles(data)
+    return lines
+
+
+def why_from_profiles(data: dict) -> list[str]:
+    """What the profiles say about each optimization: the fp32 model's time by bound next to what int8 and
+    the best row gained on that model, and what is left in the best row. Every figure from `data`."""
+    found = []
     for model, d in data.items():
         prof = d["timing"].get("profile") or {}
         fb = prof.get("fp32_by_bound_ms")
-        if fb:
-            total = sum(fb.values())
-            why.append(f"{model} fp32: " + ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in
-                                                     sorted(fb.items(), key=lambda kv: -kv[1])))
-    if why:
-        lines += ["", "Why, from the profiles (share of the fp32 model's time by bound): " + "; ".join(why) + ". "
-                  "Compute-bound layers are where int8 (twice the MACs per instruction of fp32 FMA on AVX2 with "
-                  "vpmaddubsw) and fewer MACs (pruning, low rank, a smaller student) can pay; memory-bound and "
-                  "overhead time only moves with fewer bytes or fewer calls."]
+        base = d["rows"].get("fp32", {}).get("median_ms")
+        if not fb or not base:
+            continue
+        total = sum(fb.values()) or math.nan
+        int8 = d["rows"].get("int8", {}).get("median_ms")
+        found.append((fb.get("compute", 0.0) / total, model, fb, total, _speedup(base, int8), prof))
+    if not found:
+        return []
+    lines = ["", "Why, from the per-layer profiles (share of the fp32 model's time by bound against the measured "
+             "ceilings, and what int8 PTQ gained on that model; most compute-bound first):", ""]
+    for share, model, fb, total, int8_speedup, prof in sorted(found, key=lambda t: -t[0]):
+        left = prof.get("best_by_bound_ms") or {}
+        left_total = sum(left.values()) or math.nan
+        lines.append(f"- {model}: fp32 " + ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in
+                                                     sorted(fb.items(), key=lambda kv: -kv[1]))
+                     + f"; int8 PTQ {fmt_ratio(int8_speedup)} fp32 eager"
+                     + (f"; left in {prof['row']}: " + ", ".join(f"{k} {100 * v / left_total:.0f}%" for k, v in
+                                                             sorted(left.items(), key=lambda kv: -kv[1]))
+                        if left else ""))
+    shares = [(share, sp) for share, _, _, _, sp, _ in found if math.isfinite(sp)]
+    high = [sp for share, sp in shares if share >= 0.5]
+    low = [sp for share, sp in shares if share < 0.5]
+    if high and low:
+        lines += ["", f"int8 PTQ: {fmt_ratio(_gmean(high))} fp32 eager (geometric mean) on the {len(high)} model(s) "
+                  f"whose fp32 time is at least half compute-bound, {fmt_ratio(_gmean(low))} on the {len(low)} "
+                  "other(s)."]
+    lines += ["", "(Background, not a measurement: on AVX2 int8 does twice the MACs per instruction of fp32 FMA "
+              "(vpmaddubsw), so it can pay on compute-bound layers; memory-bound and overhead time moves only "
+              "with fewer bytes or fewer calls.)"]
     return lines
 
 

@@ -5,10 +5,13 @@ it changed):
   train   the training parts of the rows (fine-tuning; heavy, cached by the recipes)
   build   each row's runnable (cached where it pickles), its accuracy on the real test split, agreement
           with fp32, MACs, stored weights, bytes on disk -> rows/<model>/<row>.json
-  time    per model, every built row in one run in alternating blocks at `threads` threads, then again
-          with one core kept busy by another process; and a profile of fp32 against the fastest edgeopt row
-          -> timing/<model>.json, profile/<model>/  (on a shared machine: under /work/tools/quiet, a model
-          at a time: `--stage time --models X`)
+  time    per model, two pieces: every built row in one run in alternating blocks at `threads` threads,
+          then again with one core kept busy by another process (-> timing/<model>.json); and a profile of
+          fp32 against the fastest edgeopt row (-> timing/<model>.profile.json, profile/<model>/). A piece
+          whose inputs (the rows' build keys, the schedule) did not change is not timed again. With a
+          `budget` (seconds) the stage starts no piece that would end past it and says how many are left,
+          so a shared machine can run it in short quiet windows: repeat
+          `/work/tools/quiet edgeopt study --quick --stage time --budget 240` until it reports none left
   report  report.md, results.json and the Pareto plots from whatever is there
 """
 from __future__ import annotations
@@ -49,6 +52,7 @@ class Config:
     loaded: bool = True
     profile: bool = True
     force: bool = False
+    budget: float | None = None   # seconds for the timing pieces of this run (None: no limit)
 
     @property
     def mode(self) -> str:
@@ -70,8 +74,10 @@ _ESTIMATE = {"train": {"ravdess": 40, "fsdd": 15, "cifar10": 50, "mnist_vit": 30
                        "resnet50": 20},
              "build": {"ravdess": 12, "fsdd": 5, "cifar10": 15, "mnist_vit": 8, "resnet18": 15, "mobilenet_v2": 12,
                        "resnet50": 45},
-             "time": {"ravdess": 60, "fsdd": 45, "cifar10": 50, "mnist_vit": 45, "resnet18": 90, "mobilenet_v2": 80,
-                      "resnet50": 150}}
+             "time": {"ravdess": 40, "fsdd": 30, "cifar10": 35, "mnist_vit": 30, "resnet18": 60, "mobilenet_v2": 55,
+                      "resnet50": 100},
+             "profile": {"ravdess": 25, "fsdd": 15, "cifar10": 15, "mnist_vit": 15, "resnet18": 35,
+                         "mobilenet_v2": 30, "resnet50": 60}}
 
 
 class Eta:
@@ -79,8 +85,9 @@ class Eta:
     scaled by how long the pieces done so far took against their estimates. A piece found in the cache
     costs nothing and leaves the count."""
 
-    def __init__(self, pieces: list[tuple[str, str, str]], log=print):
+    def __init__(self, pieces: list[tuple[str, str, str]], log=print, measured: dict | None = None):
         self.left = list(pieces)
+        self.measured = measured if measured is not None else {}  # "stage/model/row" -> seconds, from earlier runs
         self.total = len(pieces)
         self.log = log
         self.start = time.perf_counter()
@@ -89,9 +96,10 @@ class Eta:
         self.count = 0
         self._began: dict = {}
 
-    @staticmethod
-    def estimate(piece) -> float:
+    def estimate(self, piece) -> float:
         stage, model, row = piece
+        if "/".join(piece) in self.measured:  # what the piece took when it last ran here
+            return self.measured["/".join(piece)]
         base = _ESTIMATE.get(stage, {}).get(model, 20)
         if stage == "train" and row in R.RECIPES and not R.RECIPES[row].trains:
             return 0.5
@@ -115,8 +123,10 @@ class Eta:
             self.total -= 1 if began is None else 0
             return
         if began is not None:
+            took = time.perf_counter() - began
             self.estimated_done += self.estimate(piece)
-            self.actual_done += time.perf_counter() - began
+            self.actual_done += took
+            self.measured["/".join(piece)] = took
 
 
 def _mmss(seconds: float) -> str:
@@ -247,12 +257,12 @@ class Study:
         return self.out / "rows" / model / f"{row}.json"
 
     def built_path(self, m: ModelState, row: str) -> Path:
-        from edgeopt.perf.cache import code_fingerprint
-
-        return m.folder / f"built-{row}-{m.base_key}-{code_fingerprint()}.pt"
+        return R.built_path(m.folder, row, m.base_key)
 
     # ---- stages
     def run(self) -> Path | None:
+        """Runs the configured stages; returns the report's path (None without the report stage). After it,
+        `self.left` lists the timing pieces the budget left for a later run."""
         cfg = self.cfg
         models, rows = cfg.model_names(), cfg.row_names()
         for name in models:
@@ -261,26 +271,43 @@ class Study:
             R.get_recipe(row)
         pieces = [(stage, mdl, row) for stage in ("train", "build") if stage in cfg.stages for mdl in models
                   for row in rows if not (stage == "train" and not R.RECIPES[row].trains)]
-        pieces += [("time", mdl, "") for mdl in models] if "time" in cfg.stages else []
-        eta = Eta(pieces, self.log)
+        if "time" in cfg.stages:
+            pieces += [(part, mdl, "") for mdl in models for part in ("time", "profile")
+                       if part == "time" or cfg.profile]
+        self.left: list[tuple[str, str]] = []
+        durations = self.cache / "durations.json"
+        eta = Eta(pieces, self.log, measured=_read_json(durations) or {})
+        self._began, self._timed_any = time.perf_counter(), False
         self.log(f"edgeopt study ({cfg.mode}): {len(models)} models x {len(rows)} rows, stages "
-                 f"{', '.join(s for s in STAGES if s in cfg.stages)}; results in {self.out}; cache {self.cache}")
-        for name in models:
-            if not (set(cfg.stages) & {"train", "build", "time"}):
-                break
-            m = self.model(name)
-            if "train" in cfg.stages:
-                for row in rows:
-                    if R.RECIPES[row].trains:
-                        self._train(m, row, eta)
-            if "build" in cfg.stages:
-                base_preds = None
-                for row in (["fp32"] + [r for r in rows if r != "fp32"]):
-                    result = self._build(m, row, eta, base_preds)
-                    if row == "fp32" and result and result.get("predictions") is not None:
-                        base_preds = torch.tensor(result["predictions"])
-            if "time" in cfg.stages:
-                self._time(m, rows, eta)
+                 f"{', '.join(s for s in STAGES if s in cfg.stages)}; results in {self.out}; cache {self.cache}"
+                 + (f"; timing budget {cfg.budget:.0f} s" if cfg.budget and "time" in cfg.stages else ""))
+        try:
+            for name in models:
+                if not (set(cfg.stages) & {"train", "build", "time"}):
+                    break
+                if set(cfg.stages) <= {"time", "report"} and self._timed(name, rows):
+                    for part in ("time", "profile"):
+                        eta.end((part, name, ""), cached=True)
+                    continue
+                m = self.model(name)
+                if "train" in cfg.stages:
+                    for row in rows:
+                        if R.RECIPES[row].trains:
+                            self._train(m, row, eta)
+                if "build" in cfg.stages:
+                    base_preds = None
+                    for row in (["fp32"] + [r for r in rows if r != "fp32"]):
+                        result = self._build(m, row, eta, base_preds)
+                        if row == "fp32" and result and result.get("predictions") is not None:
+                            base_preds = torch.tensor(result["predictions"])
+                if "time" in cfg.stages:
+                    self._time(m, rows, eta)
+        finally:
+            _atomic_json(durations, eta.measured)
+        if self.left:
+            self.log(f"timing budget reached: {len(self.left)} timing piece(s) left ("
+                     + ", ".join(f"{model} {part}" for part, model in self.left)
+                     + "); run the same command again to continue")
         if "report" in cfg.stages:
             from edgeopt.study.report import write_report
 
@@ -378,6 +405,32 @@ class Study:
         return out
 
     # ---- timing
+    def timing_path(self, model: str, part: str = "time") -> Path:
+        return self.out / "timing" / (f"{model}.json" if part == "time" else f"{model}.{part}.json")
+
+    def timing_key(self, model: str, rows: list[str]) -> str:
+        """What a model's timing depends on: each row's build (its key and status) and the schedule."""
+        cfg = self.cfg
+        built = [f"{row}={(_read_json(self.row_path(model, row)) or {}).get('key', 'none')}" for row in rows]
+        return (f"{cfg.mode}:{model}:threads={cfg.threads}:blocks={cfg.blocks}:s={cfg.seconds_per_block}:"
+                f"loaded={cfg.loaded}:" + ",".join(built))
+
+    def _fresh(self, model: str, rows: list[str], part: str) -> bool:
+        old = _read_json(self.timing_path(model, part))
+        return old is not None and old.get("key") == self.timing_key(model, rows) and not self.cfg.force
+
+    def _timed(self, model: str, rows: list[str]) -> bool:
+        """Both timing pieces of `model` are done for the current builds (nothing to load the model for)."""
+        return self._fresh(model, rows, "time") and (not self.cfg.profile or self._fresh(model, rows, "profile"))
+
+    def _within_budget(self, piece, eta: Eta) -> bool:
+        """Whether `piece` may start: always the first timing piece of a run (so every run makes progress),
+        after it only when the piece's estimate ends within the budget (counted from the run's start)."""
+        first, self._timed_any = not self._timed_any, True
+        if self.cfg.budget is None or first:
+            return True
+        return time.perf_counter() - self._began + eta.estimate(piece) <= self.cfg.budget
+
     def _runnables(self, m: ModelState, rows: list[str]) -> tuple[dict, dict]:
         from edgeopt.perf import peers
 
@@ -407,49 +460,78 @@ class Study:
         from edgeopt.perf.timing import LoadRecord, alternating_blocks
 
         cfg = self.cfg
-        piece = ("time", m.subject.name, "")
-        eta.begin(piece, f"{m.subject.name}: timing {len(rows)} rows in alternating blocks ({cfg.threads} threads)")
+        name = m.subject.name
+        key = self.timing_key(name, rows)
+        piece = ("time", name, "")
+        need_time = not self._fresh(name, rows, "time")
+        need_profile = cfg.profile and not self._fresh(name, rows, "profile")
+        if not need_time:
+            eta.end(piece, cached=True)
+        if not need_profile:
+            eta.end(("profile", name, ""), cached=True)
+        if not (need_time or need_profile):
+            return
+        if need_time and not self._within_budget(piece, eta):
+            self.left += [("time", name)] + ([("profile", name)] if need_profile else [])
+            return
         plots.preload()  # before any peer runs (see plots.preload)
         torch.set_num_threads(cfg.threads)
         edgeopt.set_num_threads(cfg.threads)
+        if need_time:
+            eta.begin(piece, f"{name}: timing {len(rows)} rows in alternating blocks ({cfg.threads} threads)")
         runnables, why = self._runnables(m, rows)
-        x = m.example
-        result = {"model": m.subject.name, "threads": cfg.threads, "path": isa.describe(), "not_timed": why,
-                  "isa": {row: getattr(r, "meta", {}).get("contender_isa", "") for row, r in runnables.items()}}
-        contenders = {row: (lambda r=r: r(x)) for row, r in runnables.items()}
-        load = LoadRecord()
-        quiet = alternating_blocks(contenders, blocks=cfg.blocks, seconds_per_block=cfg.seconds_per_block)
-        result["quiet"] = {row: s.to_dict() for row, s in quiet.items()}
-        result["load_quiet"] = load.stop().to_dict()
-        if cfg.loaded:
-            busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-            try:
-                time.sleep(0.5)
-                load = LoadRecord()
-                busy_samples = alternating_blocks(contenders, blocks=max(2, cfg.blocks - 2),
-                                                  seconds_per_block=cfg.seconds_per_block)
-                result["loaded"] = {row: s.to_dict() for row, s in busy_samples.items()}
-                result["load_loaded"] = load.stop().to_dict()
-            finally:
-                busy.terminate()
-                busy.wait()
-        if cfg.profile:
-            result["profile"] = self._profile(m, runnables, quiet)
-        _atomic_json(self.out / "timing" / f"{m.subject.name}.json", result)
-        eta.end(piece)
-        fast = sorted(quiet.items(), key=lambda kv: kv[1].median)[:3]
-        self.log("  fastest: " + ", ".join(f"{row} {s.median * 1e3:.2f} ms" for row, s in fast))
+        if need_time:
+            x = m.example
+            result = {"key": key, "model": name, "threads": cfg.threads, "path": isa.describe(), "not_timed": why,
+                      "isa": {row: getattr(r, "meta", {}).get("contender_isa", "") for row, r in runnables.items()}}
+            contenders = {row: (lambda r=r: r(x)) for row, r in runnables.items()}
+            load = LoadRecord()
+            quiet = alternating_blocks(contenders, blocks=cfg.blocks, seconds_per_block=cfg.seconds_per_block)
+            result["quiet"] = {row: s.to_dict() for row, s in quiet.items()}
+            result["load_quiet"] = load.stop().to_dict()
+            if cfg.loaded:
+                busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                try:
+                    time.sleep(0.5)
+                    load = LoadRecord()
+                    busy_samples = alternating_blocks(contenders, blocks=max(2, cfg.blocks - 2),
+                                                      seconds_per_block=cfg.seconds_per_block)
+                    result["loaded"] = {row: s.to_dict() for row, s in busy_samples.items()}
+                    result["load_loaded"] = load.stop().to_dict()
+                finally:
+                    busy.terminate()
+                    busy.wait()
+            _atomic_json(self.timing_path(name), result)
+            eta.end(piece)
+            fast = sorted(quiet.items(), key=lambda kv: kv[1].median)[:3]
+            self.log("  fastest: " + ", ".join(f"{row} {s.median * 1e3:.2f} ms" for row, s in fast))
+        if need_profile:
+            piece = ("profile", name, "")
+            if not self._within_budget(piece, eta):
+                self.left.append(("profile", name))
+                return
+            eta.begin(piece, f"{name}: per-layer profile, fp32 against the fastest edgeopt row")
+            medians = {row: s["median_ms"] for row, s in (_read_json(self.timing_path(name)) or {})
+                       .get("quiet", {}).items()}
+            summary = self._profile(m, runnables, medians)
+            _atomic_json(self.timing_path(name, "profile"), {"key": key, "model": name, "profile": summary})
+            eta.end(piece)
 
-    def _profile(self, m: ModelState, runnables: dict, quiet: dict) -> dict | None:
-        """fp32 against the fastest edgeopt row that the profiler can trace, with OpenVINO's per-node times
-        for the QDQ model where that row is int8; saved in profile/<model>/."""
+    def _profile(self, m: ModelState, runnables: dict, medians: dict) -> dict | None:
+        """fp32 against the row the report names best (report.best_row: the fastest edgeopt row within the
+        accuracy budget) among those the profiler can trace, with OpenVINO's per-node times for the QDQ model
+        where that row is int8; saved in profile/<model>/."""
         import edgeopt
+        from edgeopt.study.report import best_row
 
-        candidates = [row for row in runnables if R.RECIPES[row].kind == "edgeopt" and R.RECIPES[row].pickles
-                      and row in quiet]
-        if not candidates or "fp32" not in runnables:
+        entries = {}
+        for row in runnables:
+            res = _read_json(self.row_path(m.subject.name, row)) or {}
+            if row in medians and R.RECIPES[row].pickles:
+                entries[row] = {**res, "kind": R.RECIPES[row].kind, "median_ms": medians[row]}
+        best, _ = best_row(m.subject.name, entries)
+        if best is None or "fp32" not in runnables:
             return None
-        best = min(candidates, key=lambda row: quiet[row].median)
         peer_files = None
         qdq = m.folder / "onnx"
         files = sorted(qdq.glob(f"{m.subject.name}-{m.base_key}-qdq.onnx")) if qdq.is_dir() else []

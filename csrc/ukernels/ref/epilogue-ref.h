@@ -14,6 +14,13 @@ inline void store_epilogue_ref(int32_t acc, const QGemmEpilogue& ep, size_t col,
     static_cast<int32_t*>(c)[index] = v;
     return;
   }
+  if (u8_fused_epilogue(ep)) {
+    const float s = (ep.a_scale * ep.w_scale[col]) * ep.out_inv_scale;
+    const float b = std::fma(ep.bias[col], ep.out_inv_scale, float(ep.out_zero_point));
+    const float q = std::fmin(std::fmax(std::fma(float(v), s, b), u8_out_lo(ep)), u8_out_hi(ep));
+    static_cast<uint8_t*>(c)[index] = uint8_t(std::nearbyint(q));
+    return;
+  }
   float y = std::fma(float(v), ep.a_scale * ep.w_scale[col], ep.bias[col]);
   if (ep.residual != nullptr) y += ep.residual[residual_index(ep, c) + index];
   y = std::fmin(std::fmax(y, ep.out_min), ep.out_max);

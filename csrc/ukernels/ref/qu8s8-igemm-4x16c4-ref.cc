@@ -1,0 +1,24 @@
+// Scalar twin of the 4x16c4 implicit-GEMM (igemm) kernels: the test oracle and the path for CPUs without AVX2.
+#include "ukernels/qgemm.h"
+#include "ukernels/ref/epilogue-ref.h"
+
+namespace edgeopt {
+
+void eo_qu8s8_igemm_minmax_ukernel_4x16c4__ref(size_t mr, size_t nc, size_t kc, size_t ks, const uint8_t* const* a,
+                                               const int8_t* w, const QGemmEpilogue& ep, size_t col, void* c,
+                                               size_t c_stride) {
+  for (size_t i = 0; i < mr; ++i) {
+    for (size_t j = 0; j < nc; ++j) {
+      const int8_t* block = w + (j / kQGemmNr) * ks * kc * kQGemmNr;
+      int32_t acc = 0;
+      for (size_t t = 0; t < ks; ++t) {
+        const uint8_t* row = a[t * kQGemmMr + i];
+        for (size_t k = 0; k < kc; ++k)
+          acc += int32_t(row[k]) * int32_t(block[qgemm_packed_offset(j % kQGemmNr, t * kc + k)]);
+      }
+      store_epilogue_ref(acc, ep, col + j, c, i * c_stride + j);
+    }
+  }
+}
+
+}  // namespace edgeopt
