@@ -88,7 +88,9 @@ def build(group: str) -> None:
                 continue
             t0 = time.time()
             if label == "low rank fp32":
-                lowered, summary = edgeopt.optimize(copy.deepcopy(model), steps, progress=False)[0].eval(), "low rank only"
+                lowered = edgeopt.optimize(copy.deepcopy(model), steps, data=data["calib"], measure=False,
+                                           progress=False)[0].eval()
+                summary = "low rank only, fp32"
             else:
                 lowered, summary = _optimized(model, steps, data["calib"])
             BUILT.mkdir(parents=True, exist_ok=True)
