@@ -140,6 +140,7 @@ class Quantize(Step):
     weight_rounding: str = "gptq"
     u8_between_layers: bool = True
     timing_rows: int = 1
+    keep_int8_under_us: float = 0.0   # see edgeopt.quantize: ~50 for a model that goes to edgeopt.runtime
     skip: Sequence[str] = ()
     phase = 6
 
@@ -341,7 +342,7 @@ def optimize(model: nn.Module, steps: Iterable[Step], data=None, *, eval_fn: Cal
                             max_accuracy_drop is not None, observer=s.observer, percentile=s.percentile,
                             skip=s.skip, inplace=max_accuracy_drop is None, u8_between_layers=s.u8_between_layers, progress=progress,
                             weight_rounding=s.weight_rounding, timing_rows=s.timing_rows,
-                            alternatives=before_structure if max_accuracy_drop is not None else None)
+                            keep_int8_under_us=s.keep_int8_under_us, alternatives=before_structure if max_accuracy_drop is not None else None)
         if max_accuracy_drop is not None:
             lowered = _back_off(lowering, evaluate, report, max_accuracy_drop, progress)
         else:

@@ -246,3 +246,21 @@ def test_a_global_pool_without_uint8_input_is_given_back_as_it_was(keepdim, modu
     with torch.no_grad():
         ref, out = model(data(1, 5)[0]), lowered(data(1, 5)[0])
     assert out.shape == ref.shape and 10 * math.log10(ref.pow(2).mean() / (ref - out).pow(2).mean()) > 25
+
+
+def test_small_layers_stay_int8_under_the_runtime_threshold():
+    """keep_int8_under_us: a float kernel measured faster replaces an int8 one only where the int8 one takes
+    at least that long (a module call's Python cost decides small layers otherwise)."""
+    from types import SimpleNamespace
+
+    from edgeopt.passes.report import LayerReport
+
+    def layer(int8_us, float_us):
+        rep = LayerReport("l", "Conv2d")
+        rep.kernel_us.update({"dense int8": int8_us, "torch fp32": float_us})
+        return SimpleNamespace(candidates={"dense int8": None, "torch fp32": None}, report=rep)
+
+    assert choose(layer(22.0, 12.0), True) == "torch fp32"
+    assert choose(layer(22.0, 12.0), True, keep_int8_under_us=50.0) == "dense int8"
+    assert choose(layer(220.0, 120.0), True, keep_int8_under_us=50.0) == "torch fp32"
+    assert choose(layer(22.0, 21.0), True) == "dense int8"  # within the float margin

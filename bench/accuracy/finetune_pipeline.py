@@ -97,6 +97,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--lower", action="store_true", help="after the fine-tuning: Quantize too, save the lowered module")
     p.add_argument("--max-drop", type=float, default=None, help="--lower with the accuracy-aware mode (points)")
+    p.add_argument("--one-shot", action="store_true",
+                   help="--lower without Distill / FineTune: prune and lower the dense reference as it is")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     defaults = FIT_DEFAULTS[a.task]
@@ -113,6 +115,9 @@ def main() -> int:
                              skip=("head",) if a.task == "mnist_vit" else ("classifier.1",)))
     if a.sparsity:
         steps.append(Prune(a.sparsity, block=a.block, ramp=a.ramp))
+    if a.one_shot:
+        a.epochs, a.alpha, a.seed = 0, 0.0, 0
+        return lower(a, tag_of(a) + "_oneshot", classes, steps, val, test, train)
     if a.alpha > 0:
         steps.append(Distill(dense, temperature=a.temperature, alpha=a.alpha))
     steps.append(FineTune(train, epochs=a.epochs, val_data=val, lr=a.lr, batch_size=defaults["batch_size"],
@@ -155,7 +160,7 @@ def lower(a, tag: str, classes, steps: list, val, test, train) -> int:
     from edgeopt.optimize import Quantize
     from edgeopt.study import subjects
 
-    if not (OUT / f"{tag}.fit").exists():
+    if not a.one_shot and not (OUT / f"{tag}.fit").exists():
         print(f"{tag}: not fine-tuned yet", file=sys.stderr)
         return 2
     model_name = a.task

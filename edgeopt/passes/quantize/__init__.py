@@ -71,7 +71,7 @@ class Lowering:
                  layers: Iterable[str] | None = None, inplace: bool = False,
                  u8_between_layers: bool = U8_BETWEEN_LAYERS_DEFAULT, progress: bool = True,
                  weight_rounding: str = "gptq", timing_rows: int = 1, repeats: int = 5,
-                 alternatives: Mapping[str, nn.Module] | None = None):
+                 alternatives: Mapping[str, nn.Module] | None = None, keep_int8_under_us: float = 0.0):
         if observer not in OBSERVERS:
             raise ValueError(f"{OWNER}: observer must be one of {OBSERVERS}, got {observer!r}")
         if not (0.0 < float(percentile) <= 100.0):
@@ -170,7 +170,7 @@ class Lowering:
                                          f"{sorted(layer.candidates)}")
                     layer.kernel = forced[layer.name]
                 else:
-                    layer.kernel = cand.choose(layer, measure)
+                    layer.kernel = cand.choose(layer, measure, keep_int8_under_us=keep_int8_under_us)
             if bar is not None:
                 bar.advance()
         if bar is not None:
@@ -313,7 +313,8 @@ def quantize(model: nn.Module, data=None, *, dtype: str = "int8",
              observer: str = "percentile", percentile: float = 99.99, skip: Iterable[str] = (),
              layers: Iterable[str] | None = None, inplace: bool = False,
              u8_between_layers: bool = U8_BETWEEN_LAYERS_DEFAULT, progress: bool = True,
-             weight_rounding: str = "gptq", timing_rows: int = 1, **renamed) -> tuple[nn.Module, Report]:
+             weight_rounding: str = "gptq", timing_rows: int = 1, keep_int8_under_us: float = 0.0,
+             **renamed) -> tuple[nn.Module, Report]:
     """Lower a model's Conv2d, Linear and LowRankLinear layers to int8 (or `dtype="fp32"`: float kernels
     only); returns (lowered model, Report).
 
@@ -336,6 +337,10 @@ def quantize(model: nn.Module, data=None, *, dtype: str = "int8",
         emits uint8 in their input parameters instead of float32.
     weight_rounding: "gptq" (minimise each layer's output error on the calibration inputs; long reductions
         and grouped convs use nearest rounding) or "nearest".
+    keep_int8_under_us: with measure, an int8 kernel measured under this many microseconds stays even where
+        a float one measured faster. The measurement times a layer as a module call (~20 us of Python each);
+        under edgeopt.runtime a plan node costs ~1 us and every float layer splits the plan, so for a
+        model that goes to edgeopt.runtime.compile ~50 keeps small layers int8. 0 (default): time decides.
     """
     data = renamed_keyword(renamed, "calibration_data", "data", data, OWNER)
     if renamed:
@@ -346,7 +351,7 @@ def quantize(model: nn.Module, data=None, *, dtype: str = "int8",
     lowering = Lowering(model, batches, dtype=dtype, kernels=kernels, measure=measure, observer=observer,
                         percentile=percentile, skip=skip, layers=layers, inplace=inplace,
                         u8_between_layers=u8_between_layers, progress=progress, weight_rounding=weight_rounding,
-                        timing_rows=timing_rows)
+                        timing_rows=timing_rows, keep_int8_under_us=keep_int8_under_us)
     lowered = lowering.assemble()
     return lowered, lowering.report(lowered)
 

@@ -186,9 +186,11 @@ def measure_candidates(layer: Layer, s: Stats, timing_rows: int, repeats: int) -
     layer.report.kernel_us.update(time_candidates(layer.candidates, x, rounds=repeats))
 
 
-def choose(layer: Layer, measure: bool, prefer_float_margin: float = FLOAT_MARGIN) -> str:
+def choose(layer: Layer, measure: bool, prefer_float_margin: float = FLOAT_MARGIN,
+           keep_int8_under_us: float = 0.0) -> str:
     """The candidate to run: the fastest measured int8 kernel unless a float one is FLOAT_MARGIN faster
-    (measure=True); else sparse at or below MAX_SPARSE_DENSITY, then low-rank, then dense, int8 first."""
+    and the int8 one takes at least `keep_int8_under_us` (measure=True); else sparse at or below
+    MAX_SPARSE_DENSITY, then low-rank, then dense, int8 first."""
     cands = {k: m for k, m in layer.candidates.items() if not is_original(k)}
     if measure and layer.report.kernel_us:
         times = layer.report.kernel_us
@@ -198,7 +200,8 @@ def choose(layer: Layer, measure: bool, prefer_float_margin: float = FLOAT_MARGI
         best_float = min(floats, key=times.__getitem__) if floats else None
         if best_int8 is None:
             return best_float
-        if best_float is not None and times[best_float] * prefer_float_margin < times[best_int8]:
+        if (best_float is not None and times[best_float] * prefer_float_margin < times[best_int8]
+                and times[best_int8] >= keep_int8_under_us):
             return best_float
         return best_int8
     order = []
