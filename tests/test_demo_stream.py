@@ -160,3 +160,48 @@ def test_statistics_latency_cpu_accuracy_drops_and_phases():
     assert live["now_playing"]["emotion"] == "3" and live["now_playing"]["index"] == 4
     assert live["models"]["baseline"]["dropped"] == 5
     assert live["models"]["optimized"]["latency_p50_ms"] == pytest.approx(2.0)  # 60 calls of 2 ms, 30 of 3 ms
+
+
+def test_microphone_reads_the_default_input_device_through_sounddevice(monkeypatch):
+    """The --mic wiring against a stand-in for sounddevice: device query, 48 kHz callback chunks -> ticks."""
+    import sys
+    import types
+
+    from edgeopt.demo.stream import Microphone, MicrophoneUnavailable
+
+    tone = (0.1 * np.sin(2 * np.pi * 220 * np.arange(4 * 48000) / 48000)).astype(np.float32)
+
+    class InputStream:
+        def __init__(self, device, channels, samplerate, dtype, callback):
+            assert (channels, samplerate, dtype) == (1, 48000, "float32")
+            self.callback = callback
+
+        def start(self):
+            for chunk in np.split(tone, 100):
+                self.callback(chunk[:, None], chunk.size, None, None)
+
+        def stop(self):
+            pass
+
+        def close(self):
+            pass
+
+    fake = types.SimpleNamespace(query_devices=lambda device, kind: {"name": "test mic", "default_samplerate": 48000.0},
+                                 InputStream=InputStream)
+    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    mic = Microphone()
+    assert (mic.device_name, mic.device_rate) == ("test mic", 48000)
+    got = []
+    for tick in live_ticks(mic.chunks(), mic.device_rate):
+        got.append(tick)
+        if len(got) == 20:
+            break
+    assert [t.seq for t in got] == list(range(20)) and all(t.clip == -1 for t in got)
+    assert got[0].window.shape == (F.logmel.n_mels, F.frames)
+
+    def no_device(device, kind):
+        raise ValueError("No input device matching")
+
+    monkeypatch.setitem(sys.modules, "sounddevice", types.SimpleNamespace(query_devices=no_device))
+    with pytest.raises(MicrophoneUnavailable, match="no audio input device"):
+        Microphone()

@@ -85,18 +85,20 @@ def _free_port(host: str, port: int) -> int:
 def live(args) -> int:
     from edgeopt.data import RAVDESS_EMOTIONS
     from edgeopt.demo import isa, models
-    from edgeopt.demo.engine import Engine, SourceSpec
+    from edgeopt.demo.engine import DemoError, Engine, SourceSpec
     from edgeopt.demo.stats import DemoStats
     from edgeopt.demo.views import status_line, summary_text
 
     launched = time.perf_counter()
     _log("edgeopt demo: speech emotion, float baseline vs optimized int8, streamed in real time")
+    mic = args.mic and _microphone_available()
+    if not mic:
+        _require_data()
     _log("1/3 models")
     optimized_path = models.prepare_optimized(_log)
     _log(f"  optimized model: {optimized_path} ({optimized_path.stat().st_size / 1e3:.0f} kB)")
     plan = isa.plan(args.isa, args.avx2_shim)
     _log(f"  ISA for the model processes: {plan.mechanism}")
-    mic = args.mic and _microphone_available()
     stats = DemoStats(PREDICTIONS_PER_SECOND, RAVDESS_EMOTIONS)
     stats.isa_mechanism, stats.threads = plan.mechanism, args.threads
     engine = Engine(stats, threads=args.threads, child_env=plan.env, optimized_path=optimized_path,
@@ -104,8 +106,12 @@ def live(args) -> int:
                     roles=(args.only,) if args.only else ("baseline", "optimized"))
     server = None
     try:
-        _log("2/3 starting the stream and the two model processes")
-        engine.start(_log)
+        _log("2/3 starting the stream and the model processes")
+        try:
+            engine.start(_log)
+        except DemoError as exc:
+            _log(f"edgeopt demo: {exc}")
+            return 1
         _log(f"3/3 streaming: {time.perf_counter() - launched:.1f} s after launch")
         if args.busy:
             engine.set_busy(True)
@@ -153,6 +159,16 @@ def _wait(engine, args, status_line) -> None:
         if engine.error:
             _log(engine.error)
             return
+
+
+def _require_data() -> None:
+    from edgeopt.data import DataError
+    from edgeopt.data.paths import dataset_dir
+
+    try:
+        dataset_dir("ravdess")
+    except DataError as exc:
+        raise SystemExit(f"edgeopt demo: no RAVDESS audio to stream: {exc}") from None
 
 
 def _microphone_available() -> bool:
@@ -233,6 +249,7 @@ def evaluate(args) -> int:
     from edgeopt.demo.stream import Playlist, ticks
 
     torch.set_num_threads(args.threads)
+    _require_data()
     t0 = time.perf_counter()
     playlist = Playlist.ravdess(limit=args.limit)
     windows, clips = [], []
