@@ -153,10 +153,10 @@ class ModelProfile:
 
 def build_profile(label: str, timer: LayerTimer, per_call: Sequence[Sequence[float]], end_to_end: Samples,
                   instrumented: Samples, ceilings: Ceilings | None) -> ModelProfile:
-    seconds = per_layer_seconds(per_call)
+    steps, seconds = timer.split_native(per_layer_seconds(per_call))
     total = sum(seconds) or math.nan
     layers = []
-    for step, s in zip(timer.steps, seconds):
+    for step, s in zip(steps, seconds):
         layer = LayerTime(step, s, share=s / total)
         if ceilings is not None:
             layer.bound, layer.compute_fraction, layer.bandwidth_fraction = classify(step.cost, s, ceilings)
@@ -451,6 +451,8 @@ def _profile(model, x, optimized, threads, blocks, seconds_per_block, ceiling_se
             measured = measure_ceilings(threads, ceiling_seconds)
         except CeilingsUnavailable:
             measured = None
+    for timer in timers.values():
+        timer.reset_native()  # the plans' per-node clocks count the timed calls only
     samples = alternating_blocks(contenders, blocks=blocks, seconds_per_block=seconds_per_block, after=after,
                                  progress=progress)
     if measured is not None:  # twice, around the timing: the better of the two (noise only lowers a ceiling)

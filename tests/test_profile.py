@@ -117,3 +117,34 @@ def test_profile_command_rejects_unknown_model(monkeypatch):
     monkeypatch.setenv("EDGEOPT_NO_SHIM_REEXEC", "1")
     with pytest.raises(ValueError, match="neither a study model"):
         cli.main(["profile", "no_such_model"])
+
+
+def test_native_plan_shows_one_row_per_plan_node():
+    import edgeopt.runtime as rt
+
+    model = small_cnn()
+    x = torch.randn(1, 3, 16, 16)
+    qmodel, _ = edgeopt.quantize(model, [torch.randn(4, 3, 16, 16)], progress=False, measure=False)
+    native = rt.compile(qmodel.eval(), x)
+    parts = rt.partitions(native)
+    assert parts, "the small CNN should lower to at least one native partition"
+    r = edgeopt.profile(model, x, optimized=native, threads=1, blocks=2, seconds_per_block=0.01,
+                        labels=("fp32", "native"), name="small", ceiling_seconds=0.005)
+    p = r.after
+    nodes = [t for part in parts for t in part.node_times()]
+    plan_rows = [layer for layer in p.layers if layer.step.op.startswith("plan ")]
+    # one row per plan node, named as the module it came from, its time the plan's own per-run clock
+    assert [layer.name for layer in plan_rows] == [t.name for t in nodes]
+    for layer, t in zip(plan_rows, nodes):
+        assert math.isclose(layer.seconds, t.ms_per_run / 1e3)
+    assert not any(layer.name == part.label for layer in p.layers for part in parts)  # no opaque partition row
+    outside = [layer for layer in p.layers if layer.name.endswith("outside its nodes")]
+    assert len(outside) == len(parts)
+    # the steps still add up: the partitions' rows sum to the partitions' measured steps
+    assert math.isclose(sum(layer.share for layer in p.layers), 1.0)
+    conv = next(layer for layer in plan_rows if layer.step.op == "plan qconv2d")
+    fp32_conv = next(layer for layer in r.before.layers if layer.name == conv.name)
+    assert conv.cost.macs == fp32_conv.cost.macs > 0 and conv.cost.bytes > 0
+    # matched to the float model's layer of the same name (the plan's input node joins the first row)
+    row = next(row for row in r.rows if row.name == conv.name)
+    assert conv in row.after

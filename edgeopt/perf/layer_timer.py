@@ -9,6 +9,11 @@ the inputs are bound, the last one after the final node. Where the model cannot 
 post-forward hooks on its leaf modules time the layers and the gaps between them become "between" steps.
 
 Costs (MACs, bytes) come from one untimed pass that records every node's inputs and output.
+
+A model compiled by edgeopt.runtime runs stretches of its graph as native plans (NativePartition): one
+graph node, one clock interval. `split_native` turns each such step into one step per plan node, timed by
+the plan's own per-node clocks (per run, over the calls since `reset_native`), and one step for the rest of
+the partition's call (entering the plan, wrapping its outputs), so the steps still add up to the call.
 """
 from __future__ import annotations
 
@@ -48,8 +53,15 @@ class Step:
 
 def _edgeopt_module_types() -> tuple[type, ...]:
     from edgeopt import nn as eo
+    from edgeopt.runtime import NativePartition
 
-    return tuple(getattr(eo, n) for n in eo.__all__)
+    return tuple(getattr(eo, n) for n in eo.__all__) + (NativePartition,)
+
+
+def _is_native(module) -> bool:
+    from edgeopt.runtime import NativePartition
+
+    return isinstance(module, NativePartition)
 
 
 class _Tracer(fx.Tracer):
@@ -173,9 +185,12 @@ class LayerTimer:
                 recorder.run(example)
             self._timed_nodes = list(recorder.steps)
             self.steps = [recorder.steps[n] for n in self._timed_nodes]
+            self._native = {i: gm.get_submodule(n.target) for i, n in enumerate(self._timed_nodes)
+                            if n.op == "call_module" and _is_native(gm.get_submodule(n.target))}
             self._instrumented = self._instrument(gm, set(self._timed_nodes))
         except Exception as exc:  # noqa: BLE001  (untraceable at the top level: hooks instead)
             self.mode, self.trace_error, self.opaque = "hooks", f"{type(exc).__name__}: {exc}", []
+            self._native = {}
             self._setup_hooks(example)
 
     # ------------------------------------------------------------------ fx mode
@@ -280,5 +295,55 @@ class LayerTimer:
                                "(the model took a different path than on the example input)")
         return durations
 
+    # ------------------------------------------------------------------ native plans
+    @property
+    def native_partitions(self) -> list:
+        return list(self._native.values())
+
+    def reset_native(self) -> None:
+        """Zeroes the plans' per-node clocks (before the timed calls)."""
+        for part in self._native.values():
+            part.reset_times()
+
+    def split_native(self, seconds: list[float]) -> tuple[list[Step], list[float]]:
+        """(steps, seconds) with every native partition's step replaced by one step per plan node (the plan's
+        per-node time per run) and a last step for the partition's time outside its nodes."""
+        if not self._native:
+            return list(self.steps), list(seconds)
+        steps, out = [], []
+        for i, (step, s) in enumerate(zip(self.steps, seconds)):
+            part = self._native.get(i)
+            if part is None:
+                steps.append(step)
+                out.append(s)
+                continue
+            inner = 0.0
+            for t in part.node_times():
+                node_s = t.ms_per_run / 1e3
+                cost, detail = _plan_node_cost(part, t)
+                # a layer like the others (matched to the float model's layer of the same name)
+                steps.append(Step(t.name, "layer", f"plan {t.op}", scope=step.name, cost=cost, detail=detail))
+                out.append(node_s)
+                inner += node_s
+            steps.append(Step(f"{step.name} outside its nodes", "op", "native call", scope=step.name))
+            out.append(s - inner)
+        return steps, out
+
     def instrumented(self) -> Callable:
         return self._instrumented if self.mode == "fx" else self.model
+
+
+def _plan_node_cost(part, node_time) -> tuple[Cost, str]:
+    """A plan node's cost from its source module and the shapes the partition recorded at compile time
+    (the module's own cost model on empty tensors of those shapes); the plan's MAC count where the node has
+    no module (flatten) or its shapes are unknown."""
+    spec = getattr(part, "_spec", None)
+    step = next((st for st in getattr(spec, "steps", []) if st.name == node_time.name), None)
+    if step is None or step.module is None:
+        return Cost(macs=int(node_time.macs)), ""
+    try:
+        args = [torch.empty(spec.meta[name].shape, dtype=spec.meta[name].dtype) for name in step.inputs]
+        out = torch.empty(spec.meta[step.output].shape, dtype=spec.meta[step.output].dtype)
+    except KeyError:
+        return Cost(macs=int(node_time.macs), int8=True), ""
+    return module_cost(step.module, tuple(args), out), _describe(step.module, out)

@@ -227,6 +227,26 @@ def _fp16_weights(ctx: Context) -> nn.Module:
     return model.eval()
 
 
+def _int8_native(ctx: Context):
+    """The int8 PTQ model run as native plans (edgeopt.runtime.compile): one native call per stretch of
+    layers the runtime executes, instead of one Python module call per layer. Starts from the int8 row's
+    cached build when there is one (the same model, lowered further)."""
+    import edgeopt.runtime as rt
+    from edgeopt.perf.cache import cached_module
+    from edgeopt.perf.peers import weights_key
+
+    qmodel = cached_module(built_path(ctx._path(""), "int8", weights_key(ctx.base)),
+                           lambda: _lower(ctx.base, ctx, "int8"))
+    try:
+        native = rt.compile(qmodel.eval(), ctx.example)
+    except TypeError as exc:  # not a GraphModule: the quantized model could not be traced
+        raise NotApplicable(str(exc)) from exc
+    parts = rt.partitions(native)
+    nodes = sum(1 for part in parts for step in part._spec.steps if step.kind != "alias")
+    ctx.notes.append(f"{len(parts)} native partition(s), {nodes} plan node(s)")
+    return native
+
+
 def _torch_int8(ctx: Context):
     from edgeopt.perf.peers import torch_int8
 
@@ -258,6 +278,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("compile_frozen", "torch.compile, freezing", _compiled(True), kind="torch", family="compile",
            pickles=False, quick=True),
     Recipe("int8", "int8 PTQ", _then(lambda ctx: ctx.base, "int8"), family="int8", quick=True),
+    Recipe("int8_native", "int8 PTQ, native plans (edgeopt.runtime)", _int8_native, family="int8", quick=True),
     Recipe("fp16", "fp16 weights (Linear)", _fp16_weights, family="fp16", quick=True),
     Recipe("prune50", "prune 50% (sparse fp32 kernels)", _then(_prune(0.5), "fp32"), family="prune", trains=True),
     Recipe("prune80", "prune 80% (sparse fp32 kernels)", _then(_prune(0.8), "fp32"), family="prune", trains=True,
@@ -282,7 +303,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("ort_int8", "ONNX Runtime int8 (QDQ)", _ort_int8, kind="peer", family="peer", pickles=False, quick=True),
     Recipe("ov_int8", "OpenVINO int8 (QDQ)", _openvino_int8, kind="peer", family="peer", pickles=False, quick=True),
 ]}
-PROFILE_RECIPES = ("int8", "fp16", "prune80_int8", "prune80", "lowrank50", "lowrank50_int8", "student_int8")
+PROFILE_RECIPES = ("int8", "int8_native", "fp16", "prune80_int8", "prune80", "lowrank50", "lowrank50_int8", "student_int8")
 
 
 def built_path(folder: Path, row: str, base_key: str) -> Path:
