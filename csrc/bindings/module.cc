@@ -66,6 +66,7 @@ py::dict qs8_packed_info(const py::array& packed) {
   } catch (const std::invalid_argument& e) {
     throw py::value_error(e.what());
   }
+  verify_checksum(packed);  // after the contents: their messages say more about what is wrong
   py::dict d;
   d["version"] = v.header.version;
   d["format"] = v.header.format;
@@ -92,6 +93,7 @@ py::tuple qlinear_py(const py::array& x, const py::array& packed, py::array& out
   fill_quant_args(call, x, out, dynamic, x_scale, x_zero_point, out_min, out_max, out_scale, out_zero_point,
                   num_threads);
   fill_linear_rows(call, x, out, w.k(), w.n());
+  if (call.m == 0) return py::make_tuple(dynamic ? 1.0f : x_scale, dynamic ? 0 : x_zero_point);  // no rows
   const U8QuantParams used = call_without_gil([&] { return qlinear(w, call); });
   return py::make_tuple(used.scale, used.zero_point);
 }
