@@ -26,7 +26,7 @@ def __getattr__(name):
         from edgeopt._native import _C
 
         return getattr(_C, name)
-    if name in ("nn", "low_rank", "quantize"):  # low_rank, quantize: callable modules, edgeopt.quantize(model, ...)
+    if name in ("nn", "low_rank", "quantize", "profile", "perf"):  # low_rank, quantize, profile: callable modules
         import importlib
 
         return importlib.import_module(f"edgeopt.{name}")

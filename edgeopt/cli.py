@@ -12,10 +12,15 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeopt", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from edgeopt import demo_cli, info
+    from edgeopt import info, profile
+    from edgeopt.demo import cli as demo_cli
 
     info.register(sub)
     demo_cli.register(sub)
+    profile.register(sub)
+    from edgeopt.study import cli as study_cli
+
+    study_cli.register(sub)
     try:
         from edgeopt.training import cli as training_cli
     except ImportError:  # the training area is optional until it lands
@@ -26,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["profile"], ["study"]):  # timing commands: on the AVX2 path, set up before torch loads
+        from edgeopt.perf import isa
+
+        isa.prepare_process()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):

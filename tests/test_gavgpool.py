@@ -43,6 +43,19 @@ def test_f32_and_u8_outputs_follow_the_definition(isa, rng, shape):
             np.testing.assert_array_equal(q, reference(x, x_scale, x_zp, out_scale, out_zp))
 
 
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_f32_input_sums_in_pixel_order(isa, rng, shape):
+    x = rng.normal(0, 3, shape).astype(np.float32)
+    n, h, w, c = shape
+    expect = np.zeros((n, c), np.float32)
+    for p in range(h * w):  # float32 sums in pixel order, then one division
+        expect += x.reshape(n, h * w, c)[:, p]
+    expect /= np.float32(h * w)
+    out = np.full((n, c), np.nan, np.float32)
+    _C.global_avgpool(x, out, num_threads=2)
+    np.testing.assert_array_equal(out, expect)
+
+
 def test_extremes_and_saturation(isa):
     for value in (0, 255):
         x = np.full((1, 30, 30, 70), value, np.uint8)  # 900 pixels: three 16-bit flushes
@@ -69,8 +82,10 @@ def test_large_inputs_split_across_threads_identically(rng):
 
 def test_bad_calls_raise_clear_errors():
     x = np.zeros((1, 4, 4, 8), np.uint8)
-    with pytest.raises(TypeError, match="input must be uint8"):
-        _C.global_avgpool(x.astype(np.float32), np.empty((1, 8), np.float32), 1.0, 0)
+    with pytest.raises(TypeError, match="input must be uint8 or float32"):
+        _C.global_avgpool(x.astype(np.int32), np.empty((1, 8), np.float32), 1.0, 0)
+    with pytest.raises(TypeError, match="float32 for a float32 input"):
+        _C.global_avgpool(x.astype(np.float32), np.empty((1, 8), np.uint8))
     with pytest.raises(ValueError, match="output must have shape"):
         _C.global_avgpool(x, np.empty((1, 7), np.float32), 1.0, 0)
     with pytest.raises(TypeError, match="output must be float32 or uint8"):

@@ -60,10 +60,11 @@ void maxpool2d_py(const py::array& x, py::array& out, Pair kernel, Pair stride, 
 void global_avgpool_py(const py::array& x, py::array& out, float x_scale, int x_zero_point, float out_scale,
                        int out_zero_point, int num_threads) {
   require_nhwc(x, "input");
-  require_dtype<uint8_t>(x, "input");
   require_c_contiguous(out, "output");
   if (!out.writeable()) value_error("output array is read-only");
   GlobalAvgPoolCall call;
+  call.x_u8 = has_dtype<uint8_t>(x);
+  if (!call.x_u8 && !has_dtype<float>(x)) type_error("input must be uint8 or float32, got " + dtype_name(x));
   call.batch = size_t(x.shape(0));
   call.pixels = size_t(x.shape(1)) * size_t(x.shape(2));
   call.channels = size_t(x.shape(3));
@@ -72,25 +73,28 @@ void global_avgpool_py(const py::array& x, py::array& out, float x_scale, int x_
   if (call.pixels == 0) value_error("cannot average an empty image");
   if (call.pixels > kGAvgPoolMaxPixels)
     value_error("images of more than " + std::to_string(kGAvgPoolMaxPixels) + " pixels are not supported");
-  if (!(x_scale > 0.0f) || !std::isfinite(x_scale)) value_error("input scale must be positive and finite");
-  if (x_zero_point < 0 || x_zero_point > 255) value_error("input zero point must be in [0, 255]");
-  call.x_params = {x_scale, x_zero_point};
+  if (call.x_u8) {
+    if (!(x_scale > 0.0f) || !std::isfinite(x_scale)) value_error("input scale must be positive and finite");
+    if (x_zero_point < 0 || x_zero_point > 255) value_error("input zero point must be in [0, 255]");
+    call.x_params = {x_scale, x_zero_point};
+  }
   if (has_dtype<float>(out)) {
     call.out_kind = OutKind::kF32;
-  } else if (has_dtype<uint8_t>(out)) {
+  } else if (has_dtype<uint8_t>(out) && call.x_u8) {
     call.out_kind = OutKind::kU8;
     if (!(out_scale > 0.0f) || !std::isfinite(out_scale)) value_error("output scale must be positive and finite");
     if (out_zero_point < 0 || out_zero_point > 255) value_error("output zero point must be in [0, 255]");
     call.out_params = {out_scale, out_zero_point};
   } else {
-    type_error("output must be float32 or uint8, got " + dtype_name(out));
+    type_error(std::string("output must be float32") + (call.x_u8 ? " or uint8" : " for a float32 input") + ", got " +
+               dtype_name(out));
   }
-  call.x = static_cast<const uint8_t*>(x.data());
+  call.x = x.data();
   call.out = out.mutable_data();
   call.num_threads = num_threads;
   if (call.batch == 0 || call.channels == 0) return;
   py::gil_scoped_release release;
-  global_avgpool_u8(call);
+  global_avgpool_nhwc(call);
 }
 
 }  // namespace
@@ -100,10 +104,10 @@ void register_pool(py::module_& m) {
         py::arg("padding"), py::arg("dilation"), py::arg("num_threads") = 1,
         "NHWC max pooling, float32 or uint8 (max commutes with u8 quantization, so a quantized activation pools "
         "as it is); out's spatial size decides floor or ceil mode.");
-  m.def("global_avgpool", &global_avgpool_py, py::arg("x"), py::arg("out"), py::arg("x_scale"),
-        py::arg("x_zero_point"), py::arg("out_scale") = 1.0f, py::arg("out_zero_point") = 0,
+  m.def("global_avgpool", &global_avgpool_py, py::arg("x"), py::arg("out"), py::arg("x_scale") = 1.0f,
+        py::arg("x_zero_point") = 0, py::arg("out_scale") = 1.0f, py::arg("out_zero_point") = 0,
         py::arg("num_threads") = 1,
-        "Mean over each image's pixels of uint8 NHWC x (N, H, W, C) quantized with (x_scale, x_zero_point): out "
-        "(N, C) float32, or uint8 quantized with (out_scale, out_zero_point); the rounding is one float product "
-        "of the exact channel sum, rint half to even for uint8.");
+        "Mean over each image's pixels of NHWC x (N, H, W, C): uint8 x quantized with (x_scale, x_zero_point) "
+        "into out (N, C) float32, or uint8 quantized with (out_scale, out_zero_point) (one float product of the "
+        "exact channel sum, rint half to even); float32 x into float32 (pixel-order float sum / pixels).");
 }

@@ -26,8 +26,8 @@ const FloatGemmKernels& float_gemm_kernels(Isa isa) {
 }
 
 const PoolKernels& pool_kernels(Isa isa) {
-  static const PoolKernels ref{eo_u8_maxpool__ref, eo_f32_maxpool__ref, eo_u8_gavgpool__ref};
-  static const PoolKernels avx2{eo_u8_maxpool__avx2, eo_f32_maxpool__avx2, eo_u8_gavgpool__avx2};
+  static const PoolKernels ref{eo_u8_maxpool__ref, eo_f32_maxpool__ref, eo_u8_gavgpool__ref, eo_f32_gavgpool__ref};
+  static const PoolKernels avx2{eo_u8_maxpool__avx2, eo_f32_maxpool__avx2, eo_u8_gavgpool__avx2, eo_f32_gavgpool__avx2};
   return isa == Isa::kAvx2 ? avx2 : ref;
 }
 

@@ -35,11 +35,12 @@ struct FloatGemmKernels {
 const FloatGemmKernels& float_gemm_kernels(Isa isa);
 inline const FloatGemmKernels& float_gemm_kernels() { return float_gemm_kernels(active_isa()); }
 
-// NHWC pooling: max (ops/maxpool.h), global average of u8 (ops/gavgpool.h).
+// NHWC pooling: max (ops/maxpool.h), global average (ops/gavgpool.h).
 struct PoolKernels {
   U8MaxpoolFn u8_max;
   F32MaxpoolFn f32_max;
   U8GAvgPoolFn u8_gavg;
+  F32GAvgPoolFn f32_gavg;
 };
 
 const PoolKernels& pool_kernels(Isa isa);

@@ -26,9 +26,15 @@ struct GAvgPoolParams {
 using U8GAvgPoolFn = void (*)(size_t pixels, size_t channels, size_t stride, const uint8_t* x,
                               const GAvgPoolParams& p, void* out);
 
+// float32 NHWC: out[c] = (sum_p x[p][c], added in pixel order in float) / float(pixels).
+using F32GAvgPoolFn = void (*)(size_t pixels, size_t channels, size_t stride, const float* x, float* out);
+
 void eo_u8_gavgpool__ref(size_t pixels, size_t channels, size_t stride, const uint8_t* x, const GAvgPoolParams& p,
                          void* out);
 void eo_u8_gavgpool__avx2(size_t pixels, size_t channels, size_t stride, const uint8_t* x, const GAvgPoolParams& p,
                           void* out);
+
+void eo_f32_gavgpool__ref(size_t pixels, size_t channels, size_t stride, const float* x, float* out);
+void eo_f32_gavgpool__avx2(size_t pixels, size_t channels, size_t stride, const float* x, float* out);
 
 }  // namespace edgeopt

@@ -13,7 +13,7 @@ from edgeopt.models.checkpoint import (
     save_checkpoint,
 )
 from edgeopt.models.mobilenetv2 import MobileNetV2
-from edgeopt.models.profile import ModelCost, count_macs, count_params, model_cost
+from edgeopt.perf.cost import ModelCost, count_macs, count_params, model_cost
 from edgeopt.models.registry import get_model, list_models, register_model
 from edgeopt.models.resnet import ResNet
 from edgeopt.models.vit import VisionTransformer

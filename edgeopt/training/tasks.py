@@ -39,11 +39,17 @@ class AudioFeatures:
                 "mean": self.mean, "std": self.std}
 
 
-def trim_silence(logmel: torch.Tensor, trim_db: float) -> torch.Tensor:
-    """Drop leading and trailing frames more than `trim_db` below the loudest frame."""
+def loud_span(logmel: torch.Tensor, trim_db: float) -> tuple[int, int]:
+    """``(first, stop)``: the frames from the first to the last one within `trim_db` of the loudest."""
     energy = torch.logsumexp(logmel, dim=0)  # log of total mel power per frame
     loud = torch.nonzero(energy >= energy.max() - trim_db * math.log(10) / 10).flatten()
-    return logmel[:, int(loud[0]) : int(loud[-1]) + 1]
+    return int(loud[0]), int(loud[-1]) + 1
+
+
+def trim_silence(logmel: torch.Tensor, trim_db: float) -> torch.Tensor:
+    """Drop leading and trailing frames more than `trim_db` below the loudest frame."""
+    first, stop = loud_span(logmel, trim_db)
+    return logmel[:, first:stop]
 
 
 class LogMelWindows(Dataset):
