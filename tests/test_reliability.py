@@ -106,6 +106,40 @@ def test_an_unsealed_buffer_is_refused():
         packed_modules()["HalfLinear fp32"].load_state_dict(state)
 
 
+def as_version_1(packed: torch.Tensor) -> torch.Tensor:
+    """A buffer as format version 1 wrote it (no checksum): each back-to-back pack's version 1, field 0."""
+    old = packed.clone()
+    offset = 0
+    while offset < old.numel():
+        header = old[offset:offset + HEADER_BYTES]
+        header[4:8] = torch.tensor([1, 0, 0, 0], dtype=torch.uint8)
+        header[56:64] = 0
+        offset += int(header[48:56].view(torch.int64))
+    assert offset == old.numel()
+    return old
+
+
+@pytest.mark.parametrize("name", PACKED)
+def test_version_1_buffers_still_load(name):
+    """Models saved before the checksum keep loading (state_dict and whole-module pickles)."""
+    module = PACKED[name]
+    state = copied(module.state_dict())
+    for buffer in packed_names(module):
+        state[buffer] = as_version_1(state[buffer])
+    fresh = packed_modules()[name]
+    fresh.load_state_dict(state)
+    x = module_input(module)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), module(x))
+    for buffer in packed_names(module):
+        assert torch.equal(getattr(fresh, buffer), getattr(module, buffer))  # upgraded to this version's bytes
+        getattr(fresh, buffer).copy_(as_version_1(getattr(fresh, buffer)))
+    blob = io.BytesIO()
+    torch.save(fresh, blob)
+    with torch.no_grad():
+        assert torch.equal(torch.load(io.BytesIO(blob.getvalue()), weights_only=False)(x), module(x))
+
+
 @pytest.mark.parametrize("name", PACKED)
 def test_intact_state_dict_round_trips(name):
     module = PACKED[name]

@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -150,6 +151,18 @@ PYBIND11_MODULE(_C, m) {
       py::arg("lo"), py::arg("hi"), "Affine uint8 (scale, zero_point) covering [min(lo,0), max(hi,0)].");
   m.attr("QS8_WEIGHT_MAX") = int(kQGemmWeightMax);
   m.attr("PACK_VERSION") = int(kPackVersion);
+  m.def(
+      "upgrade_packed",
+      [](const py::array& packed) -> py::object {
+        require_dtype<uint8_t>(packed, "packed");
+        require_c_contiguous(packed, "packed");
+        py::array_t<uint8_t> copy(packed.size());
+        std::memcpy(copy.mutable_data(), packed.data(), size_t(packed.size()));
+        if (upgrade_pack_version(copy.mutable_data(), size_t(copy.size())) == 0) return py::none();
+        return std::move(copy);
+      },
+      py::arg("packed"),
+      "A copy of a version-1 packed buffer (no checksum) brought to this version, or None when it is not one.");
   m.def("qs8_pack", &qs8_pack, py::arg("weight"), py::arg("scale"), py::arg("bias") = py::none(),
         "Pack int8 weights (out_features, in_features) in [-63, 63] with per-channel scales and optional bias.");
   m.def("qs8_unpack", &qs8_unpack, py::arg("packed"), "Inverse of qs8_pack: (weight, scale, bias).");

@@ -76,6 +76,24 @@ void verify_pack_checksum(const uint8_t* buf, size_t bytes) {
              "module from the float model");
 }
 
+size_t upgrade_pack_version(uint8_t* buf, size_t bytes) {
+  constexpr uint32_t kUnsealedVersion = 1;
+  size_t upgraded = 0;
+  for (size_t off = 0; bytes - off >= sizeof(PackHeader);) {
+    PackHeader h;
+    std::memcpy(&h, buf + off, sizeof h);
+    if (h.magic != kPackMagic || h.version != kUnsealedVersion || h.checksum != 0 || h.total_bytes < sizeof h ||
+        h.total_bytes > bytes - off)
+      break;
+    h.version = kPackVersion;
+    std::memcpy(buf + off, &h, sizeof h);
+    seal_pack(buf + off, size_t(h.total_bytes));
+    off += size_t(h.total_bytes);
+    ++upgraded;
+  }
+  return upgraded;
+}
+
 void bad_pack(const std::string& why) { throw std::invalid_argument("edgeopt: packed weights rejected: " + why); }
 
 PackHeader read_pack_header(const uint8_t* buf, size_t bytes) {

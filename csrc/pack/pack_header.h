@@ -41,6 +41,11 @@ void seal_pack(uint8_t* buf, size_t bytes);
 // Throws (bad_pack) unless buf holds the checksum of its bytes: once per load, O(bytes); the per-call
 // header check (read_pack_header) only sees that a buffer was sealed.
 void verify_pack_checksum(const uint8_t* buf, size_t bytes);
+// Brings buffers of format version 1 (no checksum) to this version in place: buf holds one or more packs back
+// to back (a grouped conv has one per group); each version-1 pack gets this version and its checksum. Returns
+// how many packs were upgraded (0: none was version 1; a buffer that is not a pack is left for the checks).
+// The checksum then vouches for the bytes as loaded, not as packed: the content checks still run after it.
+size_t upgrade_pack_version(uint8_t* buf, size_t bytes);
 // Throws std::invalid_argument("edgeopt: packed weights rejected: " + why).
 [[noreturn]] void bad_pack(const std::string& why);
 // Copies the header out of buf after checking length, magic, version and that it was sealed; layout checks

@@ -1,9 +1,21 @@
 """Packed weight buffers are checked whenever they come from outside the process: load_state_dict, and
 unpickling a whole module (torch.load of a saved model), which restores buffers without load_state_dict.
-The check is the core's (header, every packed value, the checksum) plus the module's own (dims, dtype)."""
+The check is the core's (header, every packed value, the checksum) plus the module's own (dims, dtype).
+Buffers of packed format version 1 (saved before the checksum existed) are brought to this version as they
+load, so saved models keep loading."""
 from __future__ import annotations
 
 import torch
+
+from edgeopt._native import _C
+
+
+def current_format(buffer: torch.Tensor) -> torch.Tensor:
+    """`buffer` (uint8, contiguous), or its copy upgraded from packed format version 1."""
+    if buffer.dtype != torch.uint8 or buffer.dim() != 1:
+        return buffer  # not a pack: the check says why
+    upgraded = _C.upgrade_packed(buffer.numpy())
+    return buffer if upgraded is None else torch.from_numpy(upgraded)
 
 
 class PackedBuffers:
@@ -23,7 +35,9 @@ class PackedBuffers:
         for name in self.PACKED_BUFFERS:
             incoming = state_dict.get(prefix + name)
             if incoming is not None:
-                self._check_packed(name, incoming.contiguous(), state)
+                incoming = current_format(incoming.contiguous())
+                state_dict[prefix + name] = incoming  # load_state_dict passes its own copy of the dict
+                self._check_packed(name, incoming, state)
                 setattr(self, name, torch.empty_like(incoming))
 
     def __setstate__(self, state) -> None:
@@ -32,4 +46,6 @@ class PackedBuffers:
         for name in self.PACKED_BUFFERS:
             buffer = self._buffers.get(name)
             if buffer is not None and buffer.numel():
-                self._check_packed(name, buffer.contiguous(), extra)
+                buffer = current_format(buffer.contiguous())
+                self._check_packed(name, buffer, extra)
+                self._buffers[name] = buffer
