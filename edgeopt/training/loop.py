@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from edgeopt.training.callbacks import Callback, FitState, OnEpochEnd
+from edgeopt.files import atomic_save
 from edgeopt.training.evaluate import evaluate
 
 
@@ -174,13 +175,11 @@ def fit(
             cb.on_epoch_end(state, record)
         history.seconds = time.time() - start
         if checkpoint is not None:
-            tmp = Path(str(checkpoint) + ".tmp")
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "callbacks": [cb.state_dict() for cb in callbacks],
                         "history": history, "best_state": best_state, "step": state.step, "epoch": epoch,
                         "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-                        "python_rng": random.getstate(), "numpy_rng": np.random.get_state()}, tmp)
-            tmp.replace(checkpoint)
+                        "python_rng": random.getstate(), "numpy_rng": np.random.get_state()}, checkpoint)
     history.finished = last_epoch >= config.epochs
     if not history.finished:
         model.to(memory_format=torch.contiguous_format)
