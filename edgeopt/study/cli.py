@@ -4,6 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from edgeopt.cli_args import positive_float, positive_int
+
 
 def run(args) -> int:
     from edgeopt.study import recipes, runner
@@ -38,9 +40,9 @@ def register(subparsers) -> None:
     p.add_argument("--rows", default="", help="comma-separated rows (default: all, or the quick ones)")
     p.add_argument("--stage", default="all",
                    help="train, build, time, report (comma-separated) or all; each resumes from its cached pieces")
-    p.add_argument("--threads", type=int, default=2, help="threads for every contender (default 2)")
-    p.add_argument("--blocks", type=int, default=5, help="alternating-block rounds when timing (default 5)")
-    p.add_argument("--seconds", type=float, default=0.2, help="seconds per block per row (default 0.2)")
+    p.add_argument("--threads", type=positive_int, default=2, help="threads for every contender (default 2)")
+    p.add_argument("--blocks", type=positive_int, default=5, help="alternating-block rounds when timing (default 5)")
+    p.add_argument("--seconds", type=positive_float, default=0.2, help="seconds per block per row (default 0.2)")
     p.add_argument("--no-loaded", action="store_true", help="skip the timing with one core kept busy")
     p.add_argument("--no-profile", action="store_true", help="skip the per-layer profile of the best row")
     p.add_argument("--force", action="store_true", help="rebuild and re-measure rows found in the cache")

@@ -31,6 +31,15 @@ class FitConfig:
     seed: int = 0
     select_best: bool = True  # keep the epoch with the best validation accuracy (needs val data)
 
+    def __post_init__(self) -> None:
+        # zero epochs would save the untrained model as if it were trained
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"FitConfig.{name} must be a positive int, got {value!r}")
+        if not (self.lr > 0 and self.lr < float("inf")):
+            raise ValueError(f"FitConfig.lr must be positive and finite, got {self.lr!r}")
+
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
