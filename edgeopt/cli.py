@@ -10,7 +10,9 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgeopt", description=__doc__.splitlines()[0])
+    from edgeopt.cli_args import Parser
+
+    parser = Parser(prog="edgeopt", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     from edgeopt import info, profile
     from edgeopt.demo import cli as demo_cli
@@ -36,12 +38,18 @@ def main(argv: list[str] | None = None) -> int:
         from edgeopt.perf import isa
 
         isa.prepare_process()
+    from edgeopt.cli_args import USAGE_EXIT, UsageError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()
-        return 2
-    return int(args.run(args) or 0)
+        return USAGE_EXIT
+    try:
+        return int(args.run(args) or 0)
+    except UsageError as exc:  # a command's early checks: one line, as argparse's own errors
+        print(f"edgeopt {args.command}: error: {exc}", file=sys.stderr)
+        return USAGE_EXIT
 
 
 if __name__ == "__main__":

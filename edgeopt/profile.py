@@ -690,6 +690,8 @@ def run_cli(args) -> int:
 
 
 def register(subparsers) -> None:
+    from edgeopt.cli_args import positive_float, positive_int
+
     p = subparsers.add_parser("profile", help="per-layer time, MACs, bytes and bound against measured ceilings",
                               description=__doc__.split("\n\n")[0])
     p.add_argument("model", metavar="MODEL_OR_CHECKPOINT",
@@ -698,13 +700,13 @@ def register(subparsers) -> None:
     p.add_argument("--optimized", metavar="RECIPE", default=None,
                    help="also profile the optimized twin, layer matched to layer: int8, fp16, prune80_int8, "
                         "student_int8, ... (fine-tuned twins are the study's, trained once and cached)")
-    p.add_argument("--threads", type=int, default=2, help="threads for torch and edgeopt (default 2)")
+    p.add_argument("--threads", type=positive_int, default=2, help="threads for torch and edgeopt (default 2)")
     p.add_argument("--input-shape", default=None, help="one sample's shape, e.g. 3,224,224")
     p.add_argument("--peer", choices=["openvino"], default=None,
                    help="add OpenVINO's per-node times (PERF_COUNT) for the same model exported to ONNX")
-    p.add_argument("--blocks", type=int, default=7, help="alternating-block rounds (default 7)")
-    p.add_argument("--seconds", type=float, default=0.3, help="seconds per block per contender (default 0.3)")
-    p.add_argument("--ceiling-seconds", type=float, default=0.1, help="seconds per ceiling run (3 per chain)")
+    p.add_argument("--blocks", type=positive_int, default=7, help="alternating-block rounds (default 7)")
+    p.add_argument("--seconds", type=positive_float, default=0.3, help="seconds per block per contender (default 0.3)")
+    p.add_argument("--ceiling-seconds", type=positive_float, default=0.1, help="seconds per ceiling run (3 per chain)")
     p.add_argument("--out", default=None, help="folder for profile.json, profile.md, roofline.png, layers.png")
     p.add_argument("--json", default=None, help="write the JSON result here too")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")

@@ -166,9 +166,13 @@ def test_misuse_errors(linear):
     x = torch.randn(4, 96, requires_grad=True)
     with pytest.raises(RuntimeError, match="frozen .* cannot pass gradients"):
         frozen.train()(x)
-    # eval mode, no_grad, or inputs without gradient are inference and stay allowed
+    # eval mode, no_grad, or inputs without gradient are inference and stay allowed; in eval mode the input
+    # gets the gradient of the float twin (the stored factors in float)
     y = frozen.eval()(x)
-    assert not y.requires_grad
+    assert y.requires_grad
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    (want,) = torch.autograd.grad(frozen.float_twin(x).sum(), x)
+    torch.testing.assert_close(grad, want)
     with torch.no_grad():
         frozen.train()(x)
     frozen.train()(x.detach())

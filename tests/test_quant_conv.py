@@ -113,7 +113,8 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="padding_mode"):
         QuantConv2d.from_float(nn.Conv2d(4, 6, 3, padding_mode="reflect"), input_range=(0, 1))
     with pytest.raises(ValueError, match="calibration_data or input_range"):
-        QuantConv2d.from_float(conv)
+        QuantConv2d.from_float(conv, mode="static")
+    assert QuantConv2d.from_float(conv).mode == "dynamic"  # the rule of every int8 module: no range, dynamic
     with pytest.raises(RuntimeError, match="no weights"):
         QuantConv2d(4, 6, 3)(torch.zeros(1, 4, 5, 5))
     q = QuantConv2d.from_float(conv, input_range=(0, 1))

@@ -39,10 +39,9 @@ def test_sqnr_real_mnist_activations(isa):
     torch.manual_seed(0)
     layer = nn.Linear(784, 300)
     x = torch.from_numpy(images)
-    for mode in ("dynamic", "static"):
-        q = QuantLinear.from_float(layer, mode=mode, calibration_data=[x[:128]])
+    for q in (QuantLinear.from_float(layer), QuantLinear.from_float(layer, calibration_data=[x[:128]])):
         with torch.no_grad():
-            assert sqnr_db(layer(x), q(x)) > 30.0, mode
+            assert sqnr_db(layer(x), q(x)) > 30.0, q.mode
 
 
 def test_leading_dims_noncontiguous_and_activation(linear):

@@ -52,8 +52,8 @@ def test_int8_equals_quant_linear_on_the_pruned_weight(isa, mode):
 def test_state_dict_round_trip(tmp_path):
     lin, mask = pruned_linear()
     for dtype in ("fp32", "int8"):
-        s = SparseLinear.from_float(lin, mask, dtype=dtype, mode="static" if dtype == "int8" else "dynamic",
-                                    input_range=(-2.0, 4.0), activation="relu6")
+        s = SparseLinear.from_float(lin, mask, dtype=dtype, input_range=(-2.0, 4.0) if dtype == "int8" else None,
+                                    activation="relu6")
         buf = io.BytesIO()
         torch.save(s.state_dict(), buf)
         buf.seek(0)

@@ -63,6 +63,7 @@ py::dict fw_packed_info(const py::array& packed) {
   } catch (const std::invalid_argument& e) {
     throw py::value_error(e.what());
   }
+  verify_checksum(packed);  // after the contents: their messages say more about what is wrong
   py::dict d;
   d["version"] = v.header.version;
   d["format"] = v.header.format;
@@ -86,6 +87,7 @@ void fw_linear_py(const py::array& x, const py::array& packed, py::array& out, f
                   int num_threads) {
   const FloatPackedView w = float_view(packed);
   const FloatLinearCall call = make_call(x, w.k(), out, w.n(), out_min, out_max, num_threads);
+  if (call.m == 0) return;
   py::gil_scoped_release release;
   float_linear(w, call);
 }
@@ -99,6 +101,7 @@ void low_rank_linear_py(const py::array& x, const py::array& packed_v, const py:
                 ", U is " + std::to_string(u.n()) + "x" + std::to_string(u.k()) + " (U's columns must equal the rank)");
   if (v.header.has_bias) value_error("packed V carries a bias; the layer bias belongs to U");
   const FloatLinearCall call = make_call(x, v.k(), out, u.n(), out_min, out_max, num_threads);
+  if (call.m == 0) return;
   py::gil_scoped_release release;
   low_rank_linear(v, u, call);
 }
@@ -123,6 +126,7 @@ void qs8_low_rank_linear_py(const py::array& x, const py::array& packed_v, const
                 ", U is " + std::to_string(u.n()) + "x" + std::to_string(u.k()) + " (U's columns must equal the rank)");
   if (v.header.has_bias) value_error("packed V carries a bias; the layer bias belongs to U");
   const FloatLinearCall fc = make_call(x, v.k(), out, u.n(), out_min, out_max, num_threads);
+  if (fc.m == 0) return;
   Qs8LowRankCall call;
   call.x = fc.x;
   call.m = fc.m;

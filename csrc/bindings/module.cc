@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -57,6 +58,7 @@ py::dict qs8_packed_info(const py::array& packed) {
   } catch (const std::invalid_argument& e) {
     throw py::value_error(e.what());
   }
+  verify_checksum(packed);  // after the contents: their messages say more about what is wrong
   py::dict d;
   d["version"] = v.header.version;
   d["format"] = v.header.format;
@@ -83,6 +85,7 @@ py::tuple qlinear_py(const py::array& x, const py::array& packed, py::array& out
   fill_quant_args(call, x, out, dynamic, x_scale, x_zero_point, out_min, out_max, out_scale, out_zero_point,
                   num_threads);
   fill_linear_rows(call, x, out, w.k(), w.n());
+  if (call.m == 0) return py::make_tuple(dynamic ? 1.0f : x_scale, dynamic ? 0 : x_zero_point);  // no rows
   const U8QuantParams used = call_without_gil([&] { return qlinear(w, call); });
   return py::make_tuple(used.scale, used.zero_point);
 }
@@ -139,6 +142,18 @@ PYBIND11_MODULE(_C, m) {
       py::arg("lo"), py::arg("hi"), "Affine uint8 (scale, zero_point) covering [min(lo,0), max(hi,0)].");
   m.attr("QS8_WEIGHT_MAX") = int(kQGemmWeightMax);
   m.attr("PACK_VERSION") = int(kPackVersion);
+  m.def(
+      "upgrade_packed",
+      [](const py::array& packed) -> py::object {
+        require_dtype<uint8_t>(packed, "packed");
+        require_c_contiguous(packed, "packed");
+        py::array_t<uint8_t> copy(packed.size());
+        std::memcpy(copy.mutable_data(), packed.data(), size_t(packed.size()));
+        if (upgrade_pack_version(copy.mutable_data(), size_t(copy.size())) == 0) return py::none();
+        return std::move(copy);
+      },
+      py::arg("packed"),
+      "A copy of a version-1 packed buffer (no checksum) brought to this version, or None when it is not one.");
   m.def("qs8_pack", &qs8_pack, py::arg("weight"), py::arg("scale"), py::arg("bias") = py::none(),
         "Pack int8 weights (out_features, in_features) in [-63, 63] with per-channel scales and optional bias.");
   m.def("qs8_unpack", &qs8_unpack, py::arg("packed"), "Inverse of qs8_pack: (weight, scale, bias).");

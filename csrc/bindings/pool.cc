@@ -52,6 +52,7 @@ void maxpool2d_py(const py::array& x, py::array& out, Pair kernel, Pair stride, 
   call.x = x.data();
   call.out = out.mutable_data();
   call.num_threads = num_threads;
+  if (call.batch == 0 || call.channels == 0) return;
   py::gil_scoped_release release;
   maxpool2d_nhwc(call);
 }
@@ -91,6 +92,7 @@ void global_avgpool_py(const py::array& x, py::array& out, float x_scale, int x_
   call.x = x.data();
   call.out = out.mutable_data();
   call.num_threads = num_threads;
+  if (call.batch == 0 || call.channels == 0) return;
   py::gil_scoped_release release;
   global_avgpool_nhwc(call);
 }

@@ -77,7 +77,10 @@ py::array_t<uint8_t> qdw_pack(const py::array& w, const py::array& scale, const 
 py::tuple qconv_unpack(const py::array& packed, int64_t groups, bool validate) {
   if (is_depthwise_pack(packed)) {
     const QdwPackedView v = dw_view(packed);
-    if (validate) rethrow_as_value_error([&] { validate_qdw_contents(v); return 0; });
+    if (validate) {
+      rethrow_as_value_error([&] { validate_qdw_contents(v); return 0; });
+      verify_checksum(packed);  // after the contents: their messages say more about what is wrong
+    }
     py::array_t<int8_t> w({v.channels(), v.taps()});
     py::array_t<float> scale(v.channels()), bias(v.channels());
     unpack_qdw_weights(v, w.mutable_data(), scale.mutable_data(), bias.mutable_data());
@@ -87,8 +90,15 @@ py::tuple qconv_unpack(const py::array& packed, int64_t groups, bool validate) {
   const size_t ng = views[0].n(), k = views[0].k();
   py::array_t<int8_t> w({ng * views.size(), k});
   py::array_t<float> scale(ng * views.size()), bias(ng * views.size());
+  const size_t each = size_t(packed.nbytes()) / views.size();
   for (size_t g = 0; g < views.size(); ++g) {
-    if (validate) rethrow_as_value_error([&] { validate_qs8_contents(views[g]); return 0; });
+    if (validate) {
+      rethrow_as_value_error([&] {
+        validate_qs8_contents(views[g]);
+        verify_pack_checksum(packed_bytes(packed) + g * each, each);  // each group's pack has its own header
+        return 0;
+      });
+    }
     unpack_qs8_weights(views[g], w.mutable_data() + g * ng * k, scale.mutable_data() + g * ng,
                        bias.mutable_data() + g * ng);
   }
@@ -107,6 +117,7 @@ py::tuple qconv2d_py(const py::array& x, const py::array& packed, py::array& out
   py::array residual_arr;
   call.residual = optional_residual(residual, out, call.out_kind, residual_arr);
   const size_t taps = g.kernel_h * g.kernel_w;
+  const auto no_images = [&] { return py::make_tuple(dynamic ? 1.0f : x_scale, dynamic ? 0 : x_zero_point); };
   U8QuantParams used;
   if (is_depthwise_pack(packed)) {
     const QdwPackedView w = dw_view(packed);
@@ -116,6 +127,7 @@ py::tuple qconv2d_py(const py::array& x, const py::array& packed, py::array& out
                   std::to_string(g.in_c) + " -> " + std::to_string(g.out_c) + " channels, " + std::to_string(taps) +
                   " taps");
     if (g.kernel_h > 32) value_error("depthwise filters taller than 32 rows are not supported");
+    if (g.batch == 0) return no_images();
     used = call_without_gil([&] { return qdwconv2d(w, call); });
   } else {
     if (g.kernel_h > kQConvMaxKernelH)
@@ -126,6 +138,7 @@ py::tuple qconv2d_py(const py::array& x, const py::array& packed, py::array& out
       value_error("weights are for " + std::to_string(views[0].n() * g.groups) + " outputs x " +
                   std::to_string(views[0].k()) + " inputs per group; the call needs " + std::to_string(g.out_c) +
                   " x " + std::to_string(k));
+    if (g.batch == 0) return no_images();
     used = call_without_gil([&] { return qconv2d(views.data(), call); });
   }
   return py::make_tuple(used.scale, used.zero_point);

@@ -80,6 +80,7 @@ py::dict sp_packed_info(const py::array& packed) {
   } catch (const std::invalid_argument& e) {
     throw py::value_error(e.what());
   }
+  verify_checksum(packed);  // after the contents: their messages say more about what is wrong
   py::dict d;
   d["version"] = v.header.version;
   d["format"] = v.header.format;
@@ -110,6 +111,7 @@ void sp_linear_py(const py::array& x, const py::array& packed, py::array& out, f
   const SparsePackedView w = sparse_view(packed);
   if (w.is_int8) value_error("sp_linear takes fp32 sparse weights; int8 ones go to sp_qlinear");
   const FloatLinearCall call = make_call(x, w.k(), out, w.n(), out_min, out_max, num_threads);
+  if (call.m == 0) return;
   py::gil_scoped_release release;
   sparse_float_linear(w, call);
 }
@@ -123,6 +125,7 @@ py::tuple sp_qlinear_py(const py::array& x, const py::array& packed, py::array& 
   fill_quant_args(call, x, out, dynamic, x_scale, x_zero_point, out_min, out_max, out_scale, out_zero_point,
                   num_threads);
   fill_linear_rows(call, x, out, w.k(), w.n());
+  if (call.m == 0) return py::make_tuple(dynamic ? 1.0f : x_scale, dynamic ? 0 : x_zero_point);  // no rows
   const U8QuantParams used = call_without_gil([&] { return sparse_qlinear(w, call); });
   return py::make_tuple(used.scale, used.zero_point);
 }
@@ -157,6 +160,7 @@ py::tuple sp_conv2d_py(const py::array& x, const py::array& packed, py::array& o
   call.residual = optional_residual(residual, out, call.out_kind, residual_arr);
   if (call.residual != nullptr && (!w.is_int8 || w.nb() != 16))
     value_error("a residual is added by int8 sparse weights in 16-column blocks only (block_cols=16)");
+  if (g.batch == 0) return py::make_tuple(dynamic ? 1.0f : x_scale, dynamic ? 0 : x_zero_point);  // no images
   const U8QuantParams used = call_without_gil([&] { return sparse_conv2d(w, call); });
   return py::make_tuple(used.scale, used.zero_point);
 }

@@ -5,11 +5,14 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
 #include "ops/float_linear.h"
+#include "pack/pack_header.h"
 
 namespace edgeopt::bind {
 
@@ -40,6 +43,7 @@ inline void require_c_contiguous(const py::array& a, const char* what) {
 // Rows may be strided; elements within a row must be adjacent. Returns the row stride in elements.
 inline size_t row_stride_elems(const py::array& a, const char* what) {
   if (a.ndim() != 2) value_error(std::string(what) + " must be 2-D, got " + std::to_string(a.ndim()) + "-D");
+  if (a.shape(0) == 0) return size_t(a.shape(1));  // no rows: numpy gives empty arrays zero strides
   const auto item = a.itemsize();
   if (a.shape(1) > 1 && a.strides(1) != item) value_error(std::string(what) + " must have a contiguous last dimension");
   if (a.strides(0) % item != 0 || a.strides(0) < 0) value_error(std::string(what) + " has an unsupported row stride");
@@ -55,7 +59,20 @@ inline const float* optional_bias(const py::object& bias, size_t n, py::array& k
   require_dtype<float>(keep, "bias");
   require_c_contiguous(keep, "bias");
   if (keep.ndim() != 1 || size_t(keep.shape(0)) != n) value_error("bias must have shape (out_features,)");
-  return static_cast<const float*>(keep.data());
+  const float* b = static_cast<const float*>(keep.data());
+  // NaN would not stay NaN in every epilogue (the int8 ones fold the bias with the clamp): refuse it here.
+  for (size_t j = 0; j < n; ++j)
+    if (!std::isfinite(b[j])) value_error("bias " + std::to_string(j) + " is not finite");
+  return b;
+}
+
+// The once-per-load check of a packed buffer's checksum (per-call views only check the header).
+inline void verify_checksum(const py::array& packed) {
+  try {
+    verify_pack_checksum(static_cast<const uint8_t*>(packed.data()), size_t(packed.nbytes()));
+  } catch (const std::invalid_argument& e) {
+    throw py::value_error(e.what());
+  }
 }
 
 // The arguments of a float linear call: x (m, k) float32 in, out (m, n) float32, clamp.

@@ -66,6 +66,7 @@ void pack_float_weights(FloatWeightType type, const void* w, const float* bias, 
     const size_t jj = j % kFGemmNr;
     for (size_t kk = 0; kk < k; ++kk) std::memcpy(block + (kk * kFGemmNr + jj) * eb, src + (j * k + kk) * eb, eb);
   }
+  seal_pack(out, l.total);  // last: the checksum covers every byte written above
 }
 
 FloatPackedView view_float_packed(const uint8_t* buf, size_t bytes) {

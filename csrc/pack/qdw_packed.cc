@@ -65,6 +65,7 @@ void pack_qdw_weights(const int8_t* w, const float* scale, const float* bias, si
     sc[c] = scale[c];
     bi[c] = bias ? bias[c] : 0.0f;
   }
+  seal_pack(out, l.total);  // last: the checksum covers every byte written above
 }
 
 QdwPackedView view_qdw_packed(const uint8_t* buf, size_t bytes) {

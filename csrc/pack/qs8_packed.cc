@@ -65,6 +65,7 @@ void pack_qs8_weights(const int8_t* w, const float* scale, const float* bias, si
       block[qgemm_packed_offset(jj, kk)] = w[j * k + kk];
     }
   }
+  seal_pack(out, l.total);  // last: the checksum covers every byte written above
 }
 
 Qs8PackedView view_qs8_packed(const uint8_t* buf, size_t bytes) {

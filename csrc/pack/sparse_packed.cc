@@ -141,6 +141,7 @@ void pack_sparse_weights(bool is_int8, const void* w, const float* scale, const 
     }
   }
   row_ptr[l.n_padded / nb] = uint32_t(b);
+  seal_pack(out, l.total);  // last: the checksum covers every byte written above
 }
 
 SparsePackedView view_sparse_packed(const uint8_t* buf, size_t bytes) {

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 from edgeopt.demo.stream import PREDICTIONS_PER_SECOND
+from edgeopt.files import atomic_write
+from edgeopt.cli_args import positive_float, positive_int
 
 DEFAULT_PORT = 8765
 STATUS_EVERY = 5.0  # s between status lines in page / headless mode
@@ -33,13 +35,13 @@ def register(subparsers) -> None:
     p.add_argument("--task", choices=("ravdess", "mnist"), default="ravdess",
                    help="ravdess: the live speech demo (default); mnist: the MNIST Linear-layer table")
     p.add_argument("--tui", action="store_true", help="terminal view instead of the web page")
-    p.add_argument("--seconds", type=float, default=None, help="stop after this many seconds (default: run until Ctrl-C)")
+    p.add_argument("--seconds", type=positive_float, default=None, help="stop after this many seconds (default: run until Ctrl-C)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser (the page is still served)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="0: any free port (printed)")
-    p.add_argument("--threads", type=int, default=2, help="threads per model")
+    p.add_argument("--threads", type=positive_int, default=2, help="threads per model")
     p.add_argument("--busy", action="store_true", help="keep one core busy from the start")
-    p.add_argument("--busy-after", type=float, default=None, metavar="S", help="switch the busy core on after S seconds")
+    p.add_argument("--busy-after", type=positive_float, default=None, metavar="S", help="switch the busy core on after S seconds")
     p.add_argument("--only", choices=("baseline", "optimized"), default=None,
                    help="run one model alone (to measure it without the other sharing the cores)")
     p.add_argument("--mic", action="store_true", help="microphone input (falls back to the files without a device)")
@@ -48,7 +50,7 @@ def register(subparsers) -> None:
     p.add_argument("--avx2-shim", default=None, metavar="PATH", help="the avx2only shim (.so) to preload")
     p.add_argument("--evaluate", action="store_true",
                    help="no live stream: run both models on every window of one pass over the playlist and print accuracy")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="play only the first N sentences")
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="play only the first N sentences")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the summary as JSON")
     mnist.add_arguments(p)
     p.set_defaults(run=run)
@@ -59,8 +61,6 @@ def run(args) -> int:
         from edgeopt.demo import mnist
 
         return mnist.run(args)
-    if args.threads < 1:
-        raise SystemExit("edgeopt demo: --threads must be at least 1")
     if args.evaluate:
         return evaluate(args)
     return live(args)
@@ -139,8 +139,7 @@ def live(args) -> int:
     print()
     print(summary_text(summary))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=1, default=str))
+        atomic_write(args.json, json.dumps(summary, indent=1, default=str))
     return 1 if summary["error"] else 0
 
 
@@ -280,7 +279,6 @@ def evaluate(args) -> int:
     _log(f"  optimized - baseline: {delta:+.2f} points on {scored.sum()} scored windows; the two agree on "
          f"{100 * agree:.1f}% of them")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"models": results, "agreement": agree, "windows": int(scored.sum()),
-                                         "delta_points": delta}, indent=1))
+        atomic_write(args.json, json.dumps({"models": results, "agreement": agree, "windows": int(scored.sum()),
+                                            "delta_points": delta}, indent=1))
     return 0

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from edgeopt.files import atomic_save
+from edgeopt.cli_args import positive_float, positive_int
+
 SEED = 0
 
 
@@ -68,10 +71,7 @@ def trained_model(key: str, log=print) -> nn.Module:
     train = torch.utils.data.Subset(Mnist(split="train"), range(spec.train_subset))
     fit(model, train, None, FitConfig(epochs=spec.epochs, batch_size=64, lr=spec.lr, seed=SEED, select_best=False),
         log=lambda msg: log("    " + msg))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(path)
+    atomic_save(model.state_dict(), path)
     return model.eval()
 
 
@@ -173,5 +173,5 @@ def add_arguments(p) -> None:
     g = p.add_argument_group("--task mnist")
     g.add_argument("--models", default="mlp,transformer", help="comma-separated: " + ", ".join(DEMO_MODELS))
     g.add_argument("--batch", default="1,64", help="comma-separated batch sizes to time")
-    g.add_argument("--cell-seconds", type=float, default=1.0, help="timing budget per table cell")
-    g.add_argument("--eval-images", type=int, default=10000, help="MNIST test images for the accuracy table")
+    g.add_argument("--cell-seconds", type=positive_float, default=1.0, help="timing budget per table cell")
+    g.add_argument("--eval-images", type=positive_int, default=10000, help="MNIST test images for the accuracy table")

@@ -28,6 +28,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from edgeopt.files import atomic_save
+
 BASELINE_CHECKPOINT = "ravdess_vgg_audio"
 # The recipe, as data: its hash names the shipped and cached files, so a change invalidates both.
 OPTIMIZED_RECIPE = {
@@ -104,13 +106,9 @@ def cached_path(recipe: dict = OPTIMIZED_RECIPE) -> Path:
 
 
 def save_artifact(model: nn.Module, kernels: dict, path: Path, recipe: dict = OPTIMIZED_RECIPE, **metadata) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": ARTIFACT_FORMAT, "recipe": recipe, "recipe_id": recipe_id(recipe), "kernels": kernels,
                "state_dict": model.state_dict(), "metadata": metadata}
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_save(payload, path)
 
 
 class ArtifactMismatch(ValueError):

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from edgeopt.files import atomic_save
+
 from edgeopt.models.registry import get_model
 
 CHECKPOINT_FORMAT = 1
@@ -43,8 +45,6 @@ def cache_dir() -> Path:
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, model_name: str, model_kwargs: dict | None = None,
                     **metadata) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": CHECKPOINT_FORMAT,
         "model_name": model_name,
@@ -52,10 +52,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, model_name: str, 
         "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
         "metadata": metadata,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)  # never leave a half-written checkpoint under the real name
-    return path
+    return atomic_save(payload, path)  # never a half-written checkpoint under the real name
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict]:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from edgeopt import kernels, ops
 from edgeopt._native import _C
+from edgeopt.nn._packed import PackedBuffers
+from edgeopt.nn._grad import clamp, float_twin_gradient, needs_grad
 from edgeopt.nn._qparams import activation_bounds
 
 WEIGHT_DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
@@ -43,10 +46,11 @@ def load_packed(owner: str, incoming: torch.Tensor, shape: tuple[int, int], weig
         raise ValueError(f"edgeopt {owner}: {name} holds {info['weight_dtype']} weights, this module is {weight_dtype}")
 
 
-class HalfLinear(nn.Module):
+class HalfLinear(PackedBuffers, nn.Module):
     """y = act(x @ W^T + bias) with W stored as fp16 (default) or fp32, fp32 accumulation.
 
-    Drop-in for nn.Linear at inference (float32 in, float32 out, any leading dims). No autograd.
+    Drop-in for nn.Linear at inference (float32 in, float32 out, any leading dims). Frozen weights; the
+    input gets the gradient of `float_twin` (edgeopt.nn._grad).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, weight_dtype: str = "fp16",
@@ -73,8 +77,16 @@ class HalfLinear(nn.Module):
         return module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if needs_grad(x):
+            return float_twin_gradient(self, x)
         run = ops.fw_linear if torch.compiler.is_compiling() else kernels.fw_linear
         return run(x, self.packed_weight, self.in_features, self.out_features, self.out_min, self.out_max)
+
+    def float_twin(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer in float torch ops (the stored weight widened, the bias, the clamp): forward's gradient."""
+        w, bias = _C.fw_unpack(self.packed_weight.numpy())
+        w = torch.from_numpy(w).float()
+        return clamp(F.linear(x, w, torch.from_numpy(bias) if self.has_bias else None), self.out_min, self.out_max)
 
     def weight_float(self) -> torch.Tensor:
         """The weight the kernel uses, widened to float32."""
@@ -90,13 +102,11 @@ class HalfLinear(nn.Module):
         self.activation = state["activation"]
         self.out_min, self.out_max = activation_bounds(self.activation)
 
+    def _check_packed(self, name: str, buffer: torch.Tensor, state: dict) -> None:
+        load_packed("HalfLinear", buffer, (self.out_features, self.in_features), state["weight_dtype"], "packed weight")
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        incoming = state_dict.get(prefix + "packed_weight")
-        extra = state_dict.get(prefix + "_extra_state")
-        if incoming is not None:
-            dtype = extra["weight_dtype"] if isinstance(extra, dict) else self.weight_dtype
-            load_packed("HalfLinear", incoming, (self.out_features, self.in_features), dtype, "packed weight")
-            self.packed_weight = torch.empty_like(incoming)
+        self._load_packed(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:

@@ -24,6 +24,8 @@ from torch.nn import functional as F
 
 from edgeopt import kernels, ops
 from edgeopt._native import _C
+from edgeopt.nn._packed import PackedBuffers
+from edgeopt.nn._grad import clamp, float_twin_gradient, needs_grad
 from edgeopt.nn._qparams import activation_bounds, quantize_weight_per_channel
 from edgeopt.nn.half_linear import WEIGHT_DTYPES, load_packed, pack_float
 
@@ -55,16 +57,17 @@ def _unpack(packed: torch.Tensor, weight_dtype: str) -> tuple[torch.Tensor, torc
 
 def choose_rank(singular_values: torch.Tensor, rank: int | float | None = None,
                 energy: float | None = None) -> int:
-    """Rank from an explicit count, a fraction of min(in, out) (0 < rank < 1), or the explained energy
-    (smallest r with sum(s[:r]^2) >= energy * sum(s^2))."""
+    """Rank from an explicit count (an int), a fraction of min(in, out) (a float in (0, 1]: 1.0 is the full
+    rank), or the explained energy (smallest r with sum(s[:r]^2) >= energy * sum(s^2))."""
     full = singular_values.numel()
     if (rank is None) == (energy is None):
         raise ValueError("edgeopt low rank: give exactly one of rank= or energy=")
     if rank is not None:
-        if isinstance(rank, float) and 0.0 < rank < 1.0:
+        if isinstance(rank, float) and 0.0 < rank <= 1.0:
             return max(1, int(round(rank * full)))
         if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= full:
-            raise ValueError(f"edgeopt low rank: rank must be an int in [1, {full}] or a fraction in (0, 1), got {rank!r}")
+            raise ValueError(f"edgeopt low rank: rank must be an int in [1, {full}] or a fraction in (0, 1] of it, "
+                             f"got {rank!r}")
         return rank
     if not 0.0 < energy <= 1.0:
         raise ValueError(f"edgeopt low rank: energy must be in (0, 1], got {energy!r}")
@@ -85,7 +88,7 @@ def svd_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Te
     return (u[:, :rank] * root).float(), (root[:, None] * vt[:rank]).float(), s
 
 
-class LowRankLinear(nn.Module):
+class LowRankLinear(PackedBuffers, nn.Module):
     """y = act((x @ V) @ U^T + bias), U: (out, rank), V: (in, rank), stored fp32, fp16 or int8."""
 
     def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True, weight_dtype: str = "fp32",
@@ -207,11 +210,12 @@ class LowRankLinear(nn.Module):
 
     def _float_forward(self, x: torch.Tensor) -> torch.Tensor:
         kernels.check_float_rows("LowRankLinear", x, self.in_features)  # the kernel's device / dtype / shape rules
-        y = F.linear(F.linear(x, self.vt), self.u, self.bias)
-        if self.out_min != -math.inf or self.out_max != math.inf:
-            y = torch.clamp(y, None if self.out_min == -math.inf else self.out_min,
-                            None if self.out_max == math.inf else self.out_max)
-        return y
+        return clamp(F.linear(F.linear(x, self.vt), self.u, self.bias), self.out_min, self.out_max)
+
+    def float_twin(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen layer in float torch ops (the factors as stored, the bias, the clamp): forward's gradient."""
+        u, vt, bias = self.factors()
+        return clamp(F.linear(F.linear(x, vt), u, bias if self.has_bias else None), self.out_min, self.out_max)
 
     def _require_weights(self) -> None:
         if self.packed_v.numel() == 0 or self.packed_u.numel() == 0:
@@ -219,16 +223,17 @@ class LowRankLinear(nn.Module):
                                "or load a state_dict")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.trainable:
+        if self.trainable and self.training:
+            return self._float_forward(x)
+        if needs_grad(x):
             if self.training:
-                return self._float_forward(x)
-            if not torch.compiler.is_compiling():
-                self._sync()
-        elif self.training and torch.is_grad_enabled() and x.requires_grad:
-            # the kernel has no backward: the output would silently cut the gradient to earlier layers
-            raise RuntimeError("edgeopt LowRankLinear is frozen (inference-only) and cannot pass gradients: call "
-                               "make_trainable() (or edgeopt.low_rank(..., trainable=True)) to fine-tune through it, "
-                               "or run it in eval mode / under torch.no_grad()")
+                # its factors could train, but they are frozen: say so rather than train around them
+                raise RuntimeError("edgeopt LowRankLinear is frozen and cannot pass gradients to its factors: call "
+                                   "make_trainable() (or edgeopt.low_rank(..., trainable=True)) to fine-tune it, or "
+                                   "run it in eval mode / under torch.no_grad()")
+            return float_twin_gradient(self, x)
+        if self.trainable and not torch.compiler.is_compiling():
+            self._sync()
         if self.weight_dtype == "int8":
             run = ops.qs8_low_rank_linear if torch.compiler.is_compiling() else kernels.qs8_low_rank_linear
         else:
@@ -275,6 +280,18 @@ class LowRankLinear(nn.Module):
         self._sync()  # saved buffers always match the saved parameters
         super()._save_to_state_dict(destination, prefix, keep_vars)
 
+    PACKED_BUFFERS = ("packed_v", "packed_u")
+
+    def _check_packed(self, name: str, buffer: torch.Tensor, state: dict) -> None:
+        shape = (self.rank, self.in_features) if name == "packed_v" else (self.out_features, self.rank)
+        if state["weight_dtype"] != "int8":
+            load_packed("LowRankLinear", buffer, shape, state["weight_dtype"], name)
+            return
+        info = _C.qs8_packed_info(buffer.numpy())  # header, every packed value, checksum
+        if (info["out_features"], info["in_features"]) != shape:
+            raise ValueError(f"edgeopt LowRankLinear: {name} is {info['out_features']}x{info['in_features']}, "
+                             f"this module expects {shape[0]}x{shape[1]}")
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # A checkpoint of a trainable layer (float parameters next to the buffers) makes this layer trainable,
         # so a fine-tuned model round-trips into a freshly built one; a frozen checkpoint loaded into a trainable
@@ -284,19 +301,7 @@ class LowRankLinear(nn.Module):
             self.vt = nn.Parameter(torch.empty(self.rank, self.in_features))
             self.register_parameter("bias", nn.Parameter(torch.empty(self.out_features))
                                     if prefix + "bias" in state_dict else None)
-        extra = state_dict.get(prefix + "_extra_state")
-        dtype = extra["weight_dtype"] if isinstance(extra, dict) else self.weight_dtype
-        for name, shape in (("packed_v", (self.rank, self.in_features)), ("packed_u", (self.out_features, self.rank))):
-            incoming = state_dict.get(prefix + name)
-            if incoming is not None and dtype == "int8":
-                info = _C.qs8_packed_info(incoming.contiguous().numpy())  # raises on a bad header or contents
-                if (info["out_features"], info["in_features"]) != shape:
-                    raise ValueError(f"edgeopt LowRankLinear: {name} is {info['out_features']}x{info['in_features']}, "
-                                     f"this module expects {shape[0]}x{shape[1]}")
-                setattr(self, name, torch.empty_like(incoming))
-            elif incoming is not None:
-                load_packed("LowRankLinear", incoming, shape, dtype, name)
-                setattr(self, name, torch.empty_like(incoming))
+        self._load_packed(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         if self.trainable:
             # buffers saved with the parameters match them (state_dict repacks before saving); without both

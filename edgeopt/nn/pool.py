@@ -15,11 +15,13 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 from edgeopt import kernels, ops
+from edgeopt.nn._grad import needs_grad
 
 
 class MaxPool2d(nn.MaxPool2d):
     """Drop-in nn.MaxPool2d: channels-last float32 / uint8 CPU inputs pool on edgeopt's kernel, anything
-    else (NCHW, other dtypes, return_indices) on torch's. The output keeps the input's memory format."""
+    else (NCHW, other dtypes, return_indices, an input autograd needs a gradient for) on torch's. The output
+    keeps the input's memory format."""
 
     @classmethod
     def from_float(cls, pool: nn.MaxPool2d) -> "MaxPool2d":
@@ -30,7 +32,8 @@ class MaxPool2d(nn.MaxPool2d):
     def forward(self, x: torch.Tensor):
         if (self.return_indices or not x.is_cpu or x.dim() != 4
                 or x.dtype not in (torch.float32, torch.uint8)
-                or not x.is_contiguous(memory_format=torch.channels_last)):
+                or not x.is_contiguous(memory_format=torch.channels_last)
+                or needs_grad(x)):  # torch's pool has the backward
             return super().forward(x)
         window = (self.kernel_size, self.stride or self.kernel_size, self.padding, self.dilation)
         if torch.compiler.is_compiling():

@@ -5,11 +5,14 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from edgeopt import kernels, ops
 from edgeopt._native import _C
-from edgeopt.nn._qparams import WEIGHT_MAX, StaticInputQuant, U8Output, activation_bounds, quantize_weight_per_channel
-from edgeopt.nn.quant_linear import observe_min_max
+from edgeopt.nn._packed import PackedBuffers
+from edgeopt.nn._grad import clamp, float_twin_gradient, needs_grad
+from edgeopt.nn._qparams import (MODES, WEIGHT_MAX, StaticInputQuant, U8Output, activation_bounds, images_of,
+                                 input_mode, quantize_weight_per_channel)
 
 # Depthwise filters run on their own kernel, which widens to int16 and is exact for full int8 weights.
 DEPTHWISE_WEIGHT_MAX = int(_C.QDW_WEIGHT_MAX)
@@ -22,7 +25,7 @@ def _pair(value, name: str) -> tuple[int, int]:
     return pair
 
 
-class QuantConv2d(U8Output, StaticInputQuant):
+class QuantConv2d(U8Output, PackedBuffers, StaticInputQuant):
     """Int8 2-D convolution on the edgeopt kernels.
 
     Input: float32 (NCHW or channels_last), or uint8 already quantized with this layer's input parameters
@@ -32,11 +35,11 @@ class QuantConv2d(U8Output, StaticInputQuant):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = True, mode: str = "static",
+                 groups: int = 1, bias: bool = True, mode: str = "dynamic",
                  activation: str | tuple[float, float] | None = None, channels_last_output: bool = False):
         super().__init__()
-        if mode not in ("static", "dynamic"):
-            raise ValueError(f"edgeopt QuantConv2d: mode must be 'static' or 'dynamic', got {mode!r}")
+        if mode not in MODES:
+            raise ValueError(f"edgeopt QuantConv2d: mode must be one of {MODES}, got {mode!r}")
         if groups < 1 or in_channels % groups or out_channels % groups:
             raise ValueError(f"edgeopt QuantConv2d: in_channels ({in_channels}) and out_channels ({out_channels}) "
                              f"must be multiples of groups ({groups})")
@@ -59,12 +62,14 @@ class QuantConv2d(U8Output, StaticInputQuant):
         self._output_params: tuple[float, int] | None = None
 
     @classmethod
-    def from_float(cls, conv: nn.Conv2d, mode: str = "static", calibration_data: Iterable[torch.Tensor] | None = None,
+    def from_float(cls, conv: nn.Conv2d, mode: str | None = None,
+                   calibration_data: Iterable[torch.Tensor] | None = None,
                    input_range: tuple[float, float] | None = None,
                    activation: str | tuple[float, float] | None = None,
                    channels_last_output: bool = False) -> "QuantConv2d":
-        """Quantize a float nn.Conv2d (weights per output channel). Static mode needs `calibration_data`
-        (inputs of this conv, min/max observed) or an explicit `input_range`."""
+        """Quantize a float nn.Conv2d (weights per output channel). `calibration_data` (inputs of this conv or
+        (input, label) pairs, min/max observed) or an explicit `input_range` make it static, neither dynamic
+        (the rule of every int8 module: edgeopt.nn._qparams.input_mode)."""
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"edgeopt QuantConv2d.from_float expects nn.Conv2d, got {type(conv).__name__}")
         if conv.padding_mode != "zeros":
@@ -72,15 +77,13 @@ class QuantConv2d(U8Output, StaticInputQuant):
         padding = conv.padding
         if isinstance(padding, str):
             padding = cls._explicit_padding(conv)
+        mode, static_range = input_mode("QuantConv2d", mode, calibration_data, input_range,
+                                        *images_of(conv.in_channels))
         module = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, padding, conv.dilation,
                      conv.groups, conv.bias is not None, mode, activation, channels_last_output)
         module.set_float_weight(conv.weight, conv.bias)
-        if mode == "static":
-            if input_range is None:
-                if calibration_data is None:
-                    raise ValueError("edgeopt QuantConv2d: static mode needs calibration_data or input_range")
-                input_range = observe_min_max(calibration_data)
-            module.set_input_range(*input_range)
+        if static_range is not None:
+            module.set_input_range(*static_range)
         return module
 
     @staticmethod
@@ -114,6 +117,11 @@ class QuantConv2d(U8Output, StaticInputQuant):
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """x (N, C, H, W) or (C, H, W). `residual` (float32, the output's shape) is added before the fused
         activation's clamp: relu(conv(x) + residual) in one pass, as at the end of a ResNet block."""
+        if needs_grad(x, residual):
+            if self._output_params is not None:
+                raise RuntimeError("edgeopt QuantConv2d: a uint8 output (set_output_quant) carries no gradient; "
+                                   "run the quantized chain under torch.no_grad()")
+            return float_twin_gradient(self, x, residual)
         run = ops.quant_conv2d if torch.compiler.is_compiling() else kernels.quant_conv2d
         scale, zero_point = self._input_params
         return run(x, self.packed_weight, self.in_channels, self.out_channels, self.kernel_size, self.stride,
@@ -136,6 +144,14 @@ class QuantConv2d(U8Output, StaticInputQuant):
             out_min=self.out_min, out_max=self.out_max, out_uint8=self._output_params is not None,
             out_scale=out_scale, out_zero_point=out_zero_point), inputs=("x", "residual"))
 
+    def float_twin(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The layer in float torch ops (the dequantized filter, the bias, residual and clamp): forward's
+        gradient, and the reference for the input's rounding to uint8."""
+        _, _, bias = _C.qconv_unpack(self.packed_weight.numpy(), self.groups, validate=False)
+        y = F.conv2d(x, self.dequantized_weight(), torch.from_numpy(bias) if self.has_bias else None, self.stride,
+                     self.padding, self.dilation, self.groups)
+        return clamp(y if residual is None else y + residual, self.out_min, self.out_max)
+
     def dequantized_weight(self) -> torch.Tensor:
         """The float filter the kernel effectively uses (int8 values times their scales), torch layout."""
         q, scale, _ = _C.qconv_unpack(self.packed_weight.numpy(), self.groups, validate=False)
@@ -157,17 +173,15 @@ class QuantConv2d(U8Output, StaticInputQuant):
         output_quant = state.get("output_quant")
         self.set_output_quant(*(output_quant or (None,)))
 
+    def _check_packed(self, name: str, buffer: torch.Tensor, state: dict) -> None:
+        q, _, _ = _C.qconv_unpack(buffer.numpy(), self.groups)  # header, every packed value, checksum
+        kh, kw = self.kernel_size
+        expected = (self.out_channels, kh * kw * (1 if self.depthwise else self.in_channels // self.groups))
+        if q.shape != expected:
+            raise ValueError(f"edgeopt QuantConv2d: packed filter is {q.shape}, this module needs {expected}")
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        incoming = state_dict.get(prefix + "packed_weight")
-        if incoming is not None:
-            # Validates the header and every packed value, and that the filter fits this module, before the
-            # generic copy (which would otherwise only report a size mismatch).
-            q, _, _ = _C.qconv_unpack(incoming.contiguous().numpy(), self.groups)
-            kh, kw = self.kernel_size
-            expected = (self.out_channels, kh * kw * (1 if self.depthwise else self.in_channels // self.groups))
-            if q.shape != expected:
-                raise ValueError(f"edgeopt QuantConv2d: packed filter is {q.shape}, this module needs {expected}")
-            self.packed_weight = torch.empty_like(incoming)
+        self._load_packed(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._input_params_from_buffers()
 

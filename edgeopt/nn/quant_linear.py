@@ -6,21 +6,24 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from edgeopt import kernels, ops
 from edgeopt._native import _C
-from edgeopt.nn._qparams import StaticInputQuant, activation_bounds, quantize_weight_per_channel
+from edgeopt.nn._packed import PackedBuffers
+from edgeopt.nn._grad import clamp, float_twin_gradient, needs_grad
+from edgeopt.nn._qparams import (MODES, StaticInputQuant, activation_bounds, input_mode, quantize_weight_per_channel,
+                                 rows_of)
 
-MODES = ("dynamic", "static")
 
-
-class QuantLinear(StaticInputQuant):
+class QuantLinear(PackedBuffers, StaticInputQuant):
     """y = act(dequant(quant_u8(x) @ W_s8^T) + bias) on the edgeopt int8 kernels.
 
     Weights: symmetric per output channel in [-63, 63] (7 bits; exact on AVX2 without VNNI, see
     csrc/ukernels/qgemm.h), packed once. Activations: affine uint8 per tensor, from each call's
     min/max (mode="dynamic") or from a calibrated range (mode="static"; values outside saturate).
-    Inputs must be finite: NaN or Inf raise ValueError. Inference only (no autograd).
+    Inputs must be finite: NaN or Inf raise ValueError. Frozen weights; the input gets the gradient of
+    `float_twin` (straight through the uint8 rounding; edgeopt.nn._grad).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, mode: str = "dynamic",
@@ -40,29 +43,30 @@ class QuantLinear(StaticInputQuant):
         self._register_input_params()
 
     @classmethod
-    def from_float(cls, linear: nn.Linear, mode: str = "dynamic",
+    def from_float(cls, linear: nn.Linear, mode: str | None = None,
                    calibration_data: Iterable[torch.Tensor] | None = None,
                    input_range: tuple[float, float] | None = None,
                    activation: str | tuple[float, float] | None = None) -> "QuantLinear":
-        """Quantize a float nn.Linear. Static mode needs `calibration_data` (inputs to observe, min/max)
-        or an explicit `input_range`."""
+        """Quantize a float nn.Linear. `calibration_data` (input batches or (input, label) pairs; min/max
+        observed) or an explicit `input_range` make it static, neither dynamic (the rule of every int8 module:
+        edgeopt.nn._qparams.input_mode)."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"edgeopt QuantLinear.from_float expects nn.Linear, got {type(linear).__name__}")
+        mode, static_range = input_mode("QuantLinear", mode, calibration_data, input_range,
+                                        *rows_of(linear.in_features))
         module = cls(linear.in_features, linear.out_features, linear.bias is not None, mode, activation)
         q, scale = quantize_weight_per_channel(linear.weight)
         bias = None if linear.bias is None else linear.bias.detach().to(torch.float32).contiguous()
         module.packed_weight = torch.from_numpy(
             _C.qs8_pack(q.numpy(), scale.numpy(), None if bias is None else bias.numpy()))
-        if mode == "static":
-            if input_range is None:
-                if calibration_data is None:
-                    raise ValueError("edgeopt QuantLinear: static mode needs calibration_data or input_range")
-                input_range = observe_min_max(calibration_data)
-            module.set_input_range(*input_range)
+        if static_range is not None:
+            module.set_input_range(*static_range)
         return module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., in_features) float32, or uint8 already quantized with this layer's input parameters (static)."""
+        if needs_grad(x):
+            return float_twin_gradient(self, x)
         run = ops.quant_linear if torch.compiler.is_compiling() else kernels.quant_linear
         scale, zero_point = self._input_params
         return run(x, self.packed_weight, self.in_features, self.out_features, self.mode == "dynamic", scale,
@@ -80,6 +84,13 @@ class QuantLinear(StaticInputQuant):
             dynamic=self.mode == "dynamic", x_scale=scale, x_zero_point=zero_point, out_min=self.out_min,
             out_max=self.out_max), inputs=("x",), layout="rows")
 
+    def float_twin(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer in float torch ops (the dequantized weight, the bias, the clamp): the gradient of forward,
+        and the reference for the input's rounding to uint8."""
+        q, scale, bias = _C.qs8_unpack(self.packed_weight.numpy())
+        w = torch.from_numpy(q).float() * torch.from_numpy(scale)[:, None]
+        return clamp(F.linear(x, w, torch.from_numpy(bias) if self.has_bias else None), self.out_min, self.out_max)
+
     def dequantized_weight(self) -> torch.Tensor:
         """The float weight the kernel effectively uses (int8 values times their scales)."""
         q, scale, _ = _C.qs8_unpack(self.packed_weight.numpy())
@@ -94,17 +105,14 @@ class QuantLinear(StaticInputQuant):
         self.activation = state["activation"]
         self.out_min, self.out_max = activation_bounds(self.activation)
 
+    def _check_packed(self, name: str, buffer: torch.Tensor, state: dict) -> None:
+        info = _C.qs8_packed_info(buffer.numpy())  # header, every packed value, checksum
+        if (info["in_features"], info["out_features"]) != (self.in_features, self.out_features):
+            raise ValueError(f"edgeopt QuantLinear: packed weight is {info['out_features']}x{info['in_features']}, "
+                             f"this module is {self.out_features}x{self.in_features}")
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        incoming = state_dict.get(prefix + "packed_weight")
-        if incoming is not None:
-            # The buffer's length depends on the layer's dims, so validate the incoming header and size
-            # our buffer to it before the generic copy (which would otherwise report a size mismatch).
-            info = _C.qs8_packed_info(incoming.contiguous().numpy())  # raises on a bad header or contents
-            if (info["in_features"], info["out_features"]) != (self.in_features, self.out_features):
-                raise ValueError(
-                    f"edgeopt QuantLinear: packed weight is {info['out_features']}x{info['in_features']}, "
-                    f"this module is {self.out_features}x{self.in_features}")
-            self.packed_weight = torch.empty_like(incoming)
+        self._load_packed(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._input_params_from_buffers()
 
@@ -113,13 +121,3 @@ class QuantLinear(StaticInputQuant):
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.has_bias}, "
                 f"mode={self.mode}{act}")
 
-
-def observe_min_max(batches: Iterable[torch.Tensor]) -> tuple[float, float]:
-    """Running min/max over calibration inputs."""
-    lo, hi = math.inf, -math.inf
-    for batch in batches:
-        lo = min(lo, float(batch.min()))
-        hi = max(hi, float(batch.max()))
-    if lo > hi:
-        raise ValueError("edgeopt: calibration_data was empty")
-    return lo, hi

@@ -11,22 +11,26 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from edgeopt import kernels, ops
 from edgeopt._native import _C
-from edgeopt.nn._qparams import StaticInputQuant, U8Output, activation_bounds, quantize_weight_per_channel
+from edgeopt.nn._packed import PackedBuffers
+from edgeopt.nn._grad import clamp, float_twin_gradient, needs_grad
+from edgeopt.nn._qparams import (MODES, StaticInputQuant, U8Output, activation_bounds, input_mode, quantize_weight_per_channel,
+                                 images_of)
 from edgeopt.nn.quant_conv import QuantConv2d, _pair
-from edgeopt.nn.quant_linear import MODES, observe_min_max
 from edgeopt.nn.sparse_linear import BLOCK_COLS, DTYPES
 
 
-class SparseConv2d(U8Output, StaticInputQuant):
+class SparseConv2d(U8Output, PackedBuffers, StaticInputQuant):
     """Block-sparse 2-D convolution (groups=1, zero padding). Input float32 NCHW or channels_last; the
     output has the memory format torch's conv would give (or always channels_last with
     `channels_last_output=True`). dtype="int8": per-channel [-63, 63] weights, affine uint8 activations,
     dynamic (per call) or static (calibrated); static layers also take uint8 input in their input parameters,
     return uint8 after `set_output_quant`, and add a residual in the epilogue (16-column blocks) -- the same
-    hand-offs as QuantConv2d, so the int8 lowering chains dense and sparse layers alike. Inference only."""
+    hand-offs as QuantConv2d, so the int8 lowering chains dense and sparse layers alike. Frozen weights; the input gets the
+    gradient of `float_twin`."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  bias: bool = True, dtype: str = "fp32", mode: str = "dynamic",
@@ -68,11 +72,12 @@ class SparseConv2d(U8Output, StaticInputQuant):
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d, mask: torch.Tensor | None = None, dtype: str = "fp32",
-                   block_cols: int = 16, mode: str = "dynamic",
+                   block_cols: int = 16, mode: str | None = None,
                    calibration_data: Iterable[torch.Tensor] | None = None,
                    input_range: tuple[float, float] | None = None,
                    activation: str | tuple[float, float] | None = None) -> "SparseConv2d":
-        """Pack a (pruned) nn.Conv2d; `mask` (the weight's shape) zeroes weights first."""
+        """Pack a (pruned) nn.Conv2d; `mask` (the weight's shape) zeroes weights first. int8: static with
+        calibration_data or input_range, dynamic without (edgeopt.nn._qparams.input_mode)."""
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"edgeopt SparseConv2d.from_float expects nn.Conv2d, got {type(conv).__name__}")
         if conv.groups != 1:
@@ -80,15 +85,19 @@ class SparseConv2d(U8Output, StaticInputQuant):
         if conv.padding_mode != "zeros":
             raise ValueError(f"edgeopt SparseConv2d supports padding_mode='zeros' only, got {conv.padding_mode!r}")
         padding = QuantConv2d._explicit_padding(conv) if isinstance(conv.padding, str) else conv.padding
+        if dtype == "int8":
+            mode, static_range = input_mode("SparseConv2d", mode, calibration_data, input_range,
+                                            *images_of(conv.in_channels))
+        elif calibration_data is not None or input_range is not None or mode == "static":
+            raise ValueError("edgeopt SparseConv2d: calibration_data / input_range / mode='static' quantize the input "
+                             "of dtype='int8' layers; an fp32 layer takes its float input as it is")
+        else:
+            mode, static_range = "dynamic", None
         module = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, padding, conv.dilation,
                      conv.bias is not None, dtype, mode, activation, block_cols)
         module.pack_weight(conv.weight, conv.bias, mask)
-        if dtype == "int8" and mode == "static":
-            if input_range is None:
-                if calibration_data is None:
-                    raise ValueError("edgeopt SparseConv2d: static mode needs calibration_data or input_range")
-                input_range = observe_min_max(calibration_data)
-            module.set_input_range(*input_range)
+        if static_range is not None:
+            module.set_input_range(*static_range)
         return module
 
     def pack_weight(self, weight: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor | None = None) -> None:
@@ -121,6 +130,11 @@ class SparseConv2d(U8Output, StaticInputQuant):
         """x (N, C, H, W) or (C, H, W) float32 (int8 static: or uint8 in the input parameters). `residual`
         (int8, float32 of the output's shape) is added before the fused activation's clamp: relu(conv(x) +
         residual) in one pass, as at the end of a ResNet block."""
+        if needs_grad(x, residual):
+            if self._output_params is not None:
+                raise RuntimeError("edgeopt SparseConv2d: a uint8 output (set_output_quant) carries no gradient; "
+                                   "run the quantized chain under torch.no_grad()")
+            return float_twin_gradient(self, x, residual)
         run = ops.sparse_conv2d if torch.compiler.is_compiling() else kernels.sparse_conv2d
         scale, zero_point = self._input_params
         return run(x, self.packed_weight, self.in_channels, self.out_channels, self.kernel_size, self.stride,
@@ -133,6 +147,13 @@ class SparseConv2d(U8Output, StaticInputQuant):
     @property
     def density(self) -> float:
         return float(self.packed_info()["density"])
+
+    def float_twin(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The layer in float torch ops (the filter as stored, the bias, residual and clamp): forward's gradient."""
+        _, _, bias = _C.sp_unpack(self.packed_weight.numpy())
+        y = F.conv2d(x, self.dense_weight(), torch.from_numpy(bias) if self.has_bias else None, self.stride,
+                     self.padding, self.dilation)
+        return clamp(y if residual is None else y + residual, self.out_min, self.out_max)
 
     def dense_weight(self) -> torch.Tensor:
         """The float filter the kernel effectively uses, torch layout (out, in, kh, kw)."""
@@ -156,20 +177,19 @@ class SparseConv2d(U8Output, StaticInputQuant):
         self.channels_last_output = state.get("channels_last_output", False)
         self.set_output_quant(*(state.get("output_quant") or (None,)))
 
+    def _check_packed(self, name: str, buffer: torch.Tensor, state: dict) -> None:
+        info = _C.sp_packed_info(buffer.numpy())  # header, every packed value, checksum
+        kh, kw = self.kernel_size
+        expected = (self.out_channels, kh * kw * self.in_channels)
+        if (info["out_features"], info["in_features"]) != expected:
+            raise ValueError(f"edgeopt SparseConv2d: packed filter is {info['out_features']}x{info['in_features']}, "
+                             f"this module needs {expected[0]}x{expected[1]}")
+        if info["weight_dtype"] != state["dtype"]:
+            raise ValueError(f"edgeopt SparseConv2d: packed weight is {info['weight_dtype']}, the state says "
+                             f"{state['dtype']}")
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        incoming = state_dict.get(prefix + "packed_weight")
-        if incoming is not None:
-            info = _C.sp_packed_info(incoming.contiguous().numpy())  # raises on a bad header or contents
-            kh, kw = self.kernel_size
-            expected = (self.out_channels, kh * kw * self.in_channels)
-            if (info["out_features"], info["in_features"]) != expected:
-                raise ValueError(f"edgeopt SparseConv2d: packed filter is {info['out_features']}x"
-                                 f"{info['in_features']}, this module needs {expected[0]}x{expected[1]}")
-            extra = state_dict.get(prefix + "_extra_state")
-            dtype = extra["dtype"] if isinstance(extra, dict) else self.dtype
-            if info["weight_dtype"] != dtype:
-                raise ValueError(f"edgeopt SparseConv2d: packed weight is {info['weight_dtype']}, the state says {dtype}")
-            self.packed_weight = torch.empty_like(incoming)
+        self._load_packed(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._input_params_from_buffers()
 

@@ -11,20 +11,24 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from edgeopt import kernels, ops
 from edgeopt._native import _C
-from edgeopt.nn._qparams import StaticInputQuant, U8Output, activation_bounds, quantize_weight_per_channel
-from edgeopt.nn.quant_linear import MODES, observe_min_max
+from edgeopt.nn._packed import PackedBuffers
+from edgeopt.nn._grad import clamp, float_twin_gradient, needs_grad
+from edgeopt.nn._qparams import (MODES, StaticInputQuant, U8Output, activation_bounds, input_mode, quantize_weight_per_channel,
+                                 rows_of)
 
 DTYPES = ("fp32", "int8")
 BLOCK_COLS = (8, 16)
 
 
-class SparseLinear(U8Output, StaticInputQuant):
+class SparseLinear(U8Output, PackedBuffers, StaticInputQuant):
     """y = act(x @ W^T + bias) with W block-sparse. dtype="int8": symmetric per-channel [-63, 63] weights
     and affine uint8 activations (dynamic or static), exactly as edgeopt.nn.QuantLinear; static layers also
-    take uint8 input in their input parameters and return uint8 after `set_output_quant`. Inference only."""
+    take uint8 input in their input parameters and return uint8 after `set_output_quant`. Frozen weights; the
+    input gets the gradient of `float_twin`."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: str = "fp32",
                  mode: str = "dynamic", activation: str | tuple[float, float] | None = None, block_cols: int = 16):
@@ -50,23 +54,28 @@ class SparseLinear(U8Output, StaticInputQuant):
 
     @classmethod
     def from_float(cls, linear: nn.Linear, mask: torch.Tensor | None = None, dtype: str = "fp32",
-                   block_cols: int = 16, mode: str = "dynamic",
+                   block_cols: int = 16, mode: str | None = None,
                    calibration_data: Iterable[torch.Tensor] | None = None,
                    input_range: tuple[float, float] | None = None,
                    activation: str | tuple[float, float] | None = None) -> "SparseLinear":
         """Pack a (pruned) nn.Linear. `mask` (bool or 0/1, the weight's shape) zeroes weights first; without it
-        the weight's own zeros are the sparsity. Static int8 needs calibration_data or input_range."""
+        the weight's own zeros are the sparsity. int8: static with calibration_data or input_range, dynamic
+        without (edgeopt.nn._qparams.input_mode)."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"edgeopt SparseLinear.from_float expects nn.Linear, got {type(linear).__name__}")
+        if dtype == "int8":
+            mode, static_range = input_mode("SparseLinear", mode, calibration_data, input_range,
+                                            *rows_of(linear.in_features))
+        elif calibration_data is not None or input_range is not None or mode == "static":
+            raise ValueError("edgeopt SparseLinear: calibration_data / input_range / mode='static' quantize the input "
+                             "of dtype='int8' layers; an fp32 layer takes its float input as it is")
+        else:
+            mode, static_range = "dynamic", None
         module = cls(linear.in_features, linear.out_features, linear.bias is not None, dtype, mode, activation,
                      block_cols)
         module.pack_weight(linear.weight, linear.bias, mask)
-        if dtype == "int8" and mode == "static":
-            if input_range is None:
-                if calibration_data is None:
-                    raise ValueError("edgeopt SparseLinear: static mode needs calibration_data or input_range")
-                input_range = observe_min_max(calibration_data)
-            module.set_input_range(*input_range)
+        if static_range is not None:
+            module.set_input_range(*static_range)
         return module
 
     def pack_weight(self, weight: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor | None = None) -> None:
@@ -87,6 +96,8 @@ class SparseLinear(U8Output, StaticInputQuant):
         self.packed_weight = torch.from_numpy(packed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if needs_grad(x):
+            return float_twin_gradient(self, x)
         compiling = torch.compiler.is_compiling()
         if self.dtype == "int8":
             run = ops.sparse_quant_linear if compiling else kernels.sparse_quant_linear
@@ -103,6 +114,13 @@ class SparseLinear(U8Output, StaticInputQuant):
     @property
     def density(self) -> float:
         return float(self.packed_info()["density"])
+
+    def float_twin(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer in float torch ops (the weight as stored, zeros included; the bias; the clamp): forward's
+        gradient, and the reference for the int8 input rounding."""
+        _, _, bias = _C.sp_unpack(self.packed_weight.numpy())
+        return clamp(F.linear(x, self.dense_weight(), torch.from_numpy(bias) if self.has_bias else None),
+                     self.out_min, self.out_max)
 
     def dense_weight(self) -> torch.Tensor:
         """The float weight the kernel effectively uses (int8: values times their scales), zeros included."""
@@ -132,21 +150,17 @@ class SparseLinear(U8Output, StaticInputQuant):
         self.out_min, self.out_max = activation_bounds(self.activation)
         self.set_output_quant(*(state.get("output_quant") or (None,)))
 
+    def _check_packed(self, name: str, buffer: torch.Tensor, state: dict) -> None:
+        info = _C.sp_packed_info(buffer.numpy())  # header, every packed value, checksum
+        if (info["in_features"], info["out_features"]) != (self.in_features, self.out_features):
+            raise ValueError(f"edgeopt SparseLinear: packed weight is {info['out_features']}x{info['in_features']}, "
+                             f"this module is {self.out_features}x{self.in_features}")
+        if info["weight_dtype"] != state["dtype"]:
+            raise ValueError(f"edgeopt SparseLinear: packed weight is {info['weight_dtype']}, the state says "
+                             f"{state['dtype']}")
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        incoming = state_dict.get(prefix + "packed_weight")
-        if incoming is not None:
-            # The buffer's length depends on how many blocks are stored: validate the incoming buffer and
-            # size ours to it before the generic copy.
-            info = _C.sp_packed_info(incoming.contiguous().numpy())  # raises on a bad header or contents
-            if (info["in_features"], info["out_features"]) != (self.in_features, self.out_features):
-                raise ValueError(
-                    f"edgeopt SparseLinear: packed weight is {info['out_features']}x{info['in_features']}, "
-                    f"this module is {self.out_features}x{self.in_features}")
-            extra = state_dict.get(prefix + "_extra_state")
-            dtype = extra["dtype"] if isinstance(extra, dict) else self.dtype
-            if info["weight_dtype"] != dtype:
-                raise ValueError(f"edgeopt SparseLinear: packed weight is {info['weight_dtype']}, the state says {dtype}")
-            self.packed_weight = torch.empty_like(incoming)
+        self._load_packed(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._input_params_from_buffers()
 

@@ -23,7 +23,7 @@ def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
 
 def model_inputs(data, owner: str = "edgeopt", what: str = "data") -> list[torch.Tensor]:
     """Model inputs from `data`: an iterable of tensors or (input, label) pairs (a DataLoader), or one
-    tensor (one batch). Every item must be a float tensor with a batch dimension."""
+    tensor (one batch). Every item must be a non-empty float tensor with a batch dimension, all finite."""
     if isinstance(data, torch.Tensor):
         data = [data]
     if data is None:
@@ -44,6 +44,13 @@ def model_inputs(data, owner: str = "edgeopt", what: str = "data") -> list[torch
             raise TypeError(f"{owner}: {what} item {i} has dtype {item.dtype}; expected float inputs")
         if item.dim() == 0:
             raise ValueError(f"{owner}: {what} item {i} is a scalar; expected a batch of inputs")
+        if item.numel() == 0:
+            raise ValueError(f"{owner}: {what} item {i} is empty (shape {tuple(item.shape)}); expected a batch of at "
+                             "least one input")
+        bad = int((~torch.isfinite(item)).sum())
+        if bad:
+            raise ValueError(f"{owner}: {what} item {i} holds {bad} NaN or Inf value(s); model inputs must be finite "
+                             "(one would leave every layer it reaches without a range)")
         batches.append(item.detach())
     if not batches:
         raise ValueError(f"{owner}: {what} is empty; pass a few batches of model inputs")

@@ -102,7 +102,7 @@ def low_rank(model: nn.Module, rank: int | float | None = None, energy: float | 
         if speedup is not None:
             r = min(full, rank_for_speedup(k, n, speedup))
         else:
-            wanted = rank if not isinstance(rank, float) or rank < 1 else int(rank)
+            wanted = rank  # a float is a fraction of the full rank (1.0: full), an int a count
             if isinstance(wanted, int) and not isinstance(wanted, bool) and wanted > full:
                 wanted = full  # a rank above this layer's full rank: no saving here, reported below
             r = choose_rank(s, wanted, energy)
@@ -201,8 +201,8 @@ def _rank_by(s: torch.Tensor, fraction: float | None, energy: float | None) -> i
 def _low_rank_convs(model, rank, energy, speedup, kind_, data, measure, min_gain, repeats, skip) -> list[LayerReport]:
     if data is None:
         raise ValueError("edgeopt low_rank: conv factorization needs data (example_input: for the feature-map sizes)")
-    if rank is not None and not (isinstance(rank, float) and 0 < rank < 1):
-        raise ValueError("edgeopt low_rank: for conv layers give rank as a fraction in (0, 1), energy or speedup")
+    if rank is not None and not (isinstance(rank, float) and 0 < rank <= 1):
+        raise ValueError("edgeopt low_rank: for conv layers give rank as a fraction in (0, 1], energy or speedup")
     convs = {name: m for name, m in model.named_modules()
              if type(m) is nn.Conv2d and m.groups == 1 and m.kernel_size != (1, 1)}
     seen = first_inputs(model, convs, _one_input(data), OWNER)

@@ -15,6 +15,8 @@ from typing import Callable
 
 import torch
 
+from edgeopt.files import atomic_save
+
 
 def cache_root() -> Path:
     from edgeopt.models import cache_dir
@@ -62,9 +64,4 @@ def cached_module(path: Path, build: Callable[[], object], log=None):
 
 
 def save(path: Path, obj) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_save(obj, path)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from edgeopt.perf import isa
+from edgeopt.files import atomic_by_name
 from edgeopt.perf.report import atomic_write
 
 OPSET = 17
@@ -64,15 +65,15 @@ def export_fp32(model: nn.Module, input_shape: Sequence[int], folder: Path, name
     if path.is_file():
         return path
     _need("onnx")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"tmp{os.getpid()}-{path.name}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(copy.deepcopy(model).eval(), (torch.zeros(*input_shape),), str(tmp), dynamo=False,
-                          opset_version=OPSET, input_names=["input"], output_names=["output"],
-                          do_constant_folding=True)
-    os.replace(tmp, path)
-    return path
+
+    def export(tmp: str) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(copy.deepcopy(model).eval(), (torch.zeros(*input_shape),), tmp, dynamo=False,
+                              opset_version=OPSET, input_names=["input"], output_names=["output"],
+                              do_constant_folding=True)
+
+    return atomic_by_name(path, export)
 
 
 def export_qdq(model: nn.Module, input_shape: Sequence[int], calibration: Sequence[torch.Tensor], folder: Path,
@@ -95,18 +96,18 @@ def export_qdq(model: nn.Module, input_shape: Sequence[int], calibration: Sequen
         def get_next(self):
             return next(self.samples, None)
 
-    tmp = path.with_name(f"tmp{os.getpid()}-{path.name}")
-    pre = tmp.with_name(tmp.stem + "-pre.onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quant_pre_process(str(fp32), str(pre))
-        try:
-            quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        finally:
-            pre.unlink(missing_ok=True)
-    os.replace(tmp, path)
-    return path
+    def quantize(tmp: str) -> None:
+        pre = Path(tmp).with_name(Path(tmp).stem + "-pre.onnx")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quant_pre_process(str(fp32), str(pre))
+            try:
+                quantize_static(str(pre), tmp, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+            finally:
+                pre.unlink(missing_ok=True)
+
+    return atomic_by_name(path, quantize)
 
 
 def module_name(onnx_node_name: str, known: set[str] | None = None) -> str:

@@ -38,12 +38,9 @@ def preload() -> bool:
 
 
 def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=130, bbox_inches="tight")
-    tmp.replace(path)
-    return path
+    from edgeopt.files import atomic_by_name
+
+    return atomic_by_name(path, lambda tmp: fig.savefig(tmp, dpi=130, bbox_inches="tight"))
 
 
 def roofline(result, path: Path) -> Path:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from edgeopt.perf import isa
+from edgeopt.files import atomic_write
 
 
 def read_layer_shapes(path: Path) -> list[tuple[str, int, int]]:
@@ -54,7 +55,7 @@ def median_seconds(path: Path) -> dict[str, float]:
 
 def write_summary(out: Path, lines: list[str]) -> None:
     summary = "\n".join(lines)
-    (out / "summary.md").write_text(summary + "\n")
+    atomic_write(out / "summary.md", summary + "\n")
     print(summary)
 
 

@@ -48,15 +48,9 @@ def text_table(headers: Sequence[str], rows: Iterable[Sequence], align: str | No
 
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
     """Writes a file under a temporary name and renames it: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    else:
-        tmp.write_text(data)
-    os.replace(tmp, path)
-    return path
+    from edgeopt.files import atomic_write as write
+
+    return write(path, data)
 
 
 def _jsonable(value):

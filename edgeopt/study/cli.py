@@ -4,6 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from edgeopt.cli_args import positive_float, positive_int
+
 
 def run(args) -> int:
     from edgeopt.study import recipes, runner
@@ -43,9 +45,9 @@ def register(subparsers) -> None:
     p.add_argument("--rows", default="", help="comma-separated rows (default: all, or the quick ones)")
     p.add_argument("--stage", default="all",
                    help="train, build, time, report (comma-separated) or all; each resumes from its cached pieces")
-    p.add_argument("--threads", type=int, default=2, help="threads for every contender (default 2)")
-    p.add_argument("--blocks", type=int, default=5, help="alternating-block rounds when timing (default 5)")
-    p.add_argument("--seconds", type=float, default=0.2, help="seconds per block per row (default 0.2)")
+    p.add_argument("--threads", type=positive_int, default=2, help="threads for every contender (default 2)")
+    p.add_argument("--blocks", type=positive_int, default=5, help="alternating-block rounds when timing (default 5)")
+    p.add_argument("--seconds", type=positive_float, default=0.2, help="seconds per block per row (default 0.2)")
     p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                    help="time stage: start no timing piece that would end past SECONDS from the start (the first "
                         "always runs); exits with status 3 while pieces are left, so a quiet window can be "

@@ -7,12 +7,13 @@ layer by layer until no int8 contender can represent them (MobileNetV2's logits 
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from edgeopt.files import atomic_save
 
 
 @dataclass(frozen=True)
@@ -108,10 +109,7 @@ def load_model(subject: Subject, log=print) -> tuple[nn.Module, str]:
 
 
 def _save(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_save(obj, path)
 
 
 def _trained_here(subject: Subject, log) -> tuple[nn.Module, str]:

@@ -2,35 +2,57 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import sys
 from pathlib import Path
 
 import torch
 
-
-def _model_args(pairs: list[str]) -> dict:
-    """``--model-arg width=32`` -> {"width": 32}; values are Python literals, else strings."""
-    kwargs = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--model-arg expects KEY=VALUE, got {pair!r}")
-        try:
-            kwargs[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            kwargs[key] = value
-    return kwargs
+from edgeopt.cli_args import (USAGE_EXIT, Parser, UsageError, fraction, key_value, positive_float, positive_int,
+                              usage_errors)
 
 
-def _load_trained(name_or_path: str):
-    """A checkpoint path, or the name of a reference model (see `edgeopt reproduce --list`)."""
+def _model_args(pairs: list[tuple[str, object]] | None) -> dict:
+    """The --model-arg pairs (parsed by cli_args.key_value) as constructor keywords."""
+    return dict(pairs or [])
+
+
+def _load_trained(name_or_path: str, task: str | None = None):
+    """A checkpoint path, or the name of a reference model (see `edgeopt reproduce --list`); with `task`, it must
+    have been trained on it. Mistakes are UsageErrors: this runs before any data is loaded."""
     from edgeopt.models import load_checkpoint, load_pretrained
 
-    if name_or_path.endswith(".pt") or Path(name_or_path).is_file():
-        return load_checkpoint(name_or_path)
-    return load_pretrained(name_or_path, with_metadata=True)
+    with usage_errors(name_or_path):
+        if name_or_path.endswith(".pt") or Path(name_or_path).is_file():
+            if not Path(name_or_path).is_file():
+                raise FileNotFoundError("no such checkpoint file")
+            model, meta = load_checkpoint(name_or_path)
+        else:
+            model, meta = load_pretrained(name_or_path, with_metadata=True)
+    if task is not None and meta.get("task") not in (None, task):
+        raise UsageError(f"{name_or_path} was trained on {meta['task']!r}, not {task!r}")
+    return model, meta
+
+
+def _check_model(name: str | None, kwargs: dict, task: str) -> None:
+    """The architecture exists and takes these keywords (built once, in a few milliseconds)."""
+    from edgeopt.models.registry import get_model
+    from edgeopt.training.tasks import get_task
+
+    spec = get_task(task)
+    kwargs = dict(kwargs, num_classes=kwargs.get("num_classes", len(spec.classes)))
+    if spec.input_shape[0] != 3:
+        kwargs.setdefault("in_channels", spec.input_shape[0])
+    with usage_errors(f"model {name or spec.default_model!r}"):
+        get_model(name or spec.default_model, **kwargs)
+
+
+def _check_data(task: str, root) -> None:
+    """The task's data is where --data-root (or the default) says: its metadata files exist."""
+    from edgeopt.training.tasks import get_task
+
+    with usage_errors(f"data for {task!r}" + ("" if root is None else f" under --data-root {root}")):
+        get_task(task).data_version(root)
 
 
 def _set_threads(args) -> None:
@@ -39,19 +61,19 @@ def _set_threads(args) -> None:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default=None, help="dataset root (default: $EDGEOPT_DATA or <repo>/../shared/data)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--threads", type=positive_int, default=2, help="torch threads (default 2)")
 
 
 def _add_fit(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=int, help="default: the task's (see edgeopt.training.train.TASK_DEFAULTS)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="peak learning rate of the one-cycle schedule")
+    p.add_argument("--epochs", type=positive_int, help="default: the task's (see edgeopt.training.train.TASK_DEFAULTS)")
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr", type=positive_float, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--optimizer", choices=["adamw", "sgd"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", choices=["best-val", "last"], default="best-val",
                    help="which epoch's weights to keep: best validation accuracy (default) or the last")
-    p.add_argument("--limit", type=int, help="train on the first N samples only (smoke tests)")
+    p.add_argument("--limit", type=positive_int, help="train on the first N samples only (smoke tests)")
     p.add_argument("--out", help="checkpoint path (default: <cache>/checkpoints/<task>_<model>.pt)")
 
 
@@ -67,6 +89,8 @@ def _command_line() -> str:
 def run_train(args) -> int:
     from edgeopt.training.train import train
 
+    _check_model(args.model, _model_args(args.model_arg), args.task)
+    _check_data(args.task, args.data_root)
     _set_threads(args)
     train(args.task, args.model, model_kwargs=_model_args(args.model_arg), out=args.out, data_root=args.data_root,
           command=_command_line(), train_limit=args.limit, **_fit_kwargs(args))
@@ -77,13 +101,12 @@ def run_eval(args) -> int:
     from edgeopt.training.evaluate import evaluate
     from edgeopt.training.tasks import get_task
 
-    _set_threads(args)
-    model, meta = _load_trained(args.model)
+    model, meta = _load_trained(args.model, args.task)
     task = args.task or meta.get("task")
     if task is None:
-        raise SystemExit("the checkpoint does not say its task; pass it: edgeopt eval <task> --model ...")
-    if meta.get("task") not in (None, task):
-        raise SystemExit(f"{args.model} was trained on {meta['task']!r}, not {task!r}")
+        raise UsageError("the checkpoint does not say its task; pass it: edgeopt eval <task> --model ...")
+    _check_data(task, args.data_root)
+    _set_threads(args)
     spec = get_task(task)
     report = evaluate(model, spec.dataset(args.split, root=args.data_root), spec.classes)
     print(json.dumps(report.to_dict(), indent=1) if args.json else f"{args.model} on {task} ({args.split})\n{report.format()}")
@@ -93,10 +116,10 @@ def run_eval(args) -> int:
 def run_distill(args) -> int:
     from edgeopt.training.distill import distill_task
 
+    teacher, _ = _load_trained(args.teacher, args.task)
+    _check_model(args.student, _model_args(args.model_arg), args.task)
+    _check_data(args.task, args.data_root)
     _set_threads(args)
-    teacher, meta = _load_trained(args.teacher)
-    if meta.get("task") not in (None, args.task):
-        raise SystemExit(f"teacher {args.teacher} was trained on {meta['task']!r}, not {args.task!r}")
     distill_task(args.task, teacher, args.student, temperature=args.temperature, alpha=args.alpha,
                  student_kwargs=_model_args(args.model_arg), out=args.out, data_root=args.data_root,
                  command=_command_line(), teacher_name=args.teacher, train_limit=args.limit, **_fit_kwargs(args))
@@ -118,6 +141,10 @@ def run_reproduce(args) -> int:
                 status = "not trained yet"
             print(f"{recipe.name:30s} {status:32s} {recipe.explicit_command}")
         return 0
+    unknown = [name for name in args.names if name not in RECIPES]
+    if unknown:
+        raise UsageError(f"no reference recipe named {', '.join(map(repr, unknown))}; edgeopt reproduce --list shows "
+                         "them")
     _set_threads(args)
     for name in args.names:
         print(f"{name}: {reproduce(name, force=args.force, into_package=args.into_package, data_root=args.data_root)}")
@@ -127,13 +154,9 @@ def run_reproduce(args) -> int:
 def run_compare(args) -> int:
     from edgeopt.training.report import compare_models, format_rows
 
+    models = {name: _load_trained(name, args.task)[0] for name in args.models}
+    _check_data(args.task, args.data_root)
     _set_threads(args)
-    models = {}
-    for name in args.models:
-        model, meta = _load_trained(name)
-        if meta.get("task") not in (None, args.task):
-            raise SystemExit(f"{name} was trained on {meta['task']!r}, not {args.task!r}")
-        models[name] = model
     print(format_rows(compare_models(args.task, models, args.split, args.data_root, args.runs)))
     return 0
 
@@ -145,7 +168,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a model on a dataset and save a checkpoint")
     p.add_argument("task", choices=tasks)
     p.add_argument("--model", help="registry name (default: the task's reference model)")
-    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="constructor argument, repeatable")
+    p.add_argument("--model-arg", action="append", type=key_value, metavar="KEY=VALUE",
+                   help="constructor argument, repeatable")
     _add_fit(p)
     _add_common(p)
     p.set_defaults(run=run_train)
@@ -162,9 +186,10 @@ def register(subparsers) -> None:
     p.add_argument("task", choices=tasks)
     p.add_argument("--teacher", required=True, help="reference model name or checkpoint path")
     p.add_argument("--student", required=True, help="registry name of the student architecture")
-    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="student constructor argument")
-    p.add_argument("--temperature", type=float, default=4.0)
-    p.add_argument("--alpha", type=float, default=0.9, help="weight of the soft-target loss")
+    p.add_argument("--model-arg", action="append", type=key_value, metavar="KEY=VALUE",
+                   help="student constructor argument")
+    p.add_argument("--temperature", type=positive_float, default=4.0)
+    p.add_argument("--alpha", type=fraction, default=0.9, help="weight of the soft-target loss, in [0, 1]")
     _add_fit(p)
     _add_common(p)
     p.set_defaults(run=run_distill)
@@ -181,20 +206,24 @@ def register(subparsers) -> None:
     p.add_argument("task", choices=tasks)
     p.add_argument("models", nargs="+", help="reference model names or checkpoint paths")
     p.add_argument("--split", default="test", choices=["val", "test"])
-    p.add_argument("--runs", type=int, default=50, help="timed batch-1 forward passes per model")
+    p.add_argument("--runs", type=positive_int, default=50, help="timed batch-1 forward passes per model")
     _add_common(p)
     p.set_defaults(run=run_compare)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry (``python -m edgeopt.training.cli``) for use before the main CLI is installed."""
-    parser = argparse.ArgumentParser(prog="edgeopt-training")
+    parser = Parser(prog="edgeopt-training")
     register(parser.add_subparsers(dest="command", metavar="COMMAND"))
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()
-        return 2
-    return int(args.run(args) or 0)
+        return USAGE_EXIT
+    try:
+        return int(args.run(args) or 0)
+    except UsageError as exc:
+        print(f"edgeopt {args.command}: error: {exc}", file=sys.stderr)
+        return USAGE_EXIT
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from edgeopt.training.callbacks import Callback, FitState, OnEpochEnd
+from edgeopt.files import atomic_save
 from edgeopt.training.evaluate import evaluate
 
 
@@ -29,6 +30,15 @@ class FitConfig:
     label_smoothing: float = 0.0
     seed: int = 0
     select_best: bool = True  # keep the epoch with the best validation accuracy (needs val data)
+
+    def __post_init__(self) -> None:
+        # zero epochs would save the untrained model as if it were trained
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"FitConfig.{name} must be a positive int, got {value!r}")
+        if not (self.lr > 0 and self.lr < float("inf")):
+            raise ValueError(f"FitConfig.lr must be positive and finite, got {self.lr!r}")
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -174,13 +184,11 @@ def fit(
             cb.on_epoch_end(state, record)
         history.seconds = time.time() - start
         if checkpoint is not None:
-            tmp = Path(str(checkpoint) + ".tmp")
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "callbacks": [cb.state_dict() for cb in callbacks],
                         "history": history, "best_state": best_state, "step": state.step, "epoch": epoch,
                         "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-                        "python_rng": random.getstate(), "numpy_rng": np.random.get_state()}, tmp)
-            tmp.replace(checkpoint)
+                        "python_rng": random.getstate(), "numpy_rng": np.random.get_state()}, checkpoint)
     history.finished = last_epoch >= config.epochs
     if not history.finished:
         model.to(memory_format=torch.contiguous_format)
