@@ -21,6 +21,7 @@ Contenders, every one at batch 1 on THREADS threads (OMP_NUM_THREADS, default 2)
   ov_fp32         OpenVINO CPU on the fp32 ONNX file, LATENCY hint, INFERENCE_PRECISION_HINT=f32
   ov_int8         OpenVINO CPU on the same QDQ ONNX file
   edgeopt         qmodel, report = edgeopt.quantize(model, calibration batches)
+  edgeopt_native  the same qmodel lowered by edgeopt.runtime.compile: one native plan per partition
 Every int8 contender is calibrated on the same 8 batches (see `inputs`). A contender whose package or API
 is missing raises Skip with the reason; it is never replaced by something else.
 """
@@ -53,7 +54,8 @@ MODELS = {  # name -> input shape (batch 1)
     "mobilenet_v2": (1, 3, 224, 224),
     "resnet50": (1, 3, 224, 224),
 }
-IMPLS = ("eager", "compile", "compile_frozen", "torch_int8", "ort_fp32", "ort_int8", "ov_fp32", "ov_int8", "edgeopt")
+IMPLS = ("eager", "compile", "compile_frozen", "torch_int8", "ort_fp32", "ort_int8", "ov_fp32", "ov_int8", "edgeopt",
+         "edgeopt_native")
 INT8_PEERS = ("torch_int8", "ort_int8", "ov_int8")
 CACHE = HERE.parent / "results" / "e2e-cache"
 THREADS = int(os.environ.get("OMP_NUM_THREADS", "2"))
@@ -115,7 +117,7 @@ def prepare(name: str) -> dict:
 
 # built modules that pickle: made once per run, loaded by the workers (FX-quantized torch_int8 modules do
 # not unpickle in torch 2.13: fx re-tracing fails on their quantized submodules)
-REUSABLE = ("edgeopt",)
+REUSABLE = ("edgeopt", "edgeopt_native")
 
 
 def build(impl: str, name: str, built: Path | None = None) -> tuple:
@@ -131,7 +133,11 @@ def build(impl: str, name: str, built: Path | None = None) -> tuple:
         except Exception as exc:  # noqa: BLE001  (any unpickling problem: build it here instead)
             print(f"cannot load {built} ({type(exc).__name__}: {exc}); building again", file=sys.stderr)
             built = None
-    forward, meta = _build(impl, name)
+    if impl == "edgeopt_native" and built is not None and built.with_name("edgeopt-module.pt").is_file():
+        # the very module the edgeopt contender runs in this run, lowered: the two differ only in the runtime
+        forward, meta = _native(*build("edgeopt", name, built.with_name("edgeopt-module.pt")), name)
+    else:
+        forward, meta = _build(impl, name)
     if built is not None and impl in REUSABLE:
         save(built, {"module": forward, "meta": meta})
     return forward, meta
@@ -154,13 +160,22 @@ def _build(impl: str, name: str) -> tuple:
         path = onnx_fp32(name, model) if impl.endswith("fp32") else onnx_int8(name, model, data["calib"])
         runner = peers.ort_session(path, THREADS) if impl.startswith("ort") else peers.openvino_model(path, THREADS)
         return runner, dict(meta, **runner.meta)
-    if impl == "edgeopt":
+    if impl in ("edgeopt", "edgeopt_native"):
         qmodel, report = edgeopt.quantize(copy.deepcopy(model), data["calib"], progress=False)
         meta["edgeopt_report"] = str(report).splitlines()[0]
         if getattr(report, "model_sqnr_db", None) is not None:
             meta["edgeopt_report"] += f"; model SQNR {report.model_sqnr_db:.1f} dB"
+        if impl == "edgeopt_native":
+            return _native(qmodel.eval(), meta, name)
         return qmodel.eval(), meta
     raise ValueError(f"unknown implementation {impl!r}")
+
+
+def _native(qmodel: nn.Module, meta: dict, name: str) -> tuple:
+    from edgeopt import runtime as native_runtime
+
+    compiled = native_runtime.compile(qmodel, inputs(name)["check"][0])  # checks bit-identity on that input
+    return compiled, dict(meta, edgeopt_partitions=str(len(native_runtime.partitions(compiled))))
 
 
 def _as_tensor(out) -> torch.Tensor:

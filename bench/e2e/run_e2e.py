@@ -59,7 +59,7 @@ def isa_of(impl: str, meta: dict) -> str:
     """What code path a contender reported, from its metadata (pyperf worker or check process)."""
     if "contender_isa" in meta:
         return meta["contender_isa"]
-    if impl == "edgeopt":
+    if impl.startswith("edgeopt"):
         return f"edgeopt {meta.get('edgeopt_isa', '?')} (CPUID in the process: {meta.get('cpuid_in_process', '?')})"
     path = f"torch {meta.get('torch_cpu_capability', '?')}, {meta.get('avx2_method', '?')}"
     if impl == "torch_int8":
@@ -195,8 +195,8 @@ def main() -> int:
     lines = [f"# End-to-end benchmark (batch 1, {args.threads} threads{', pyperf --fast' if args.fast else ''})",
              "", f"{time.strftime('%Y-%m-%d %H:%M')}; load average (1/5/15 min) {load_before} before, {load_after} "
              f"after; {(time.time() - started) / 60:.1f} min. Median latency in ms (pyperf, own processes).", ""]
-    lines += ["| model | weights | " + " | ".join(impls) + " | edgeopt vs eager | best int8 peer | edgeopt vs it |",
-              "|" + "---|" * (len(impls) + 5)]
+    lines += ["| model | weights | " + " | ".join(impls) + " | edgeopt vs eager | best int8 peer | edgeopt vs it |"
+              " edgeopt_native vs it |", "|" + "---|" * (len(impls) + 6)]
     for model, r in results.items():
         t = r["times"]
         cells = [f"{t[i] * 1e3:.2f}" if i in t else ("skip" if i in r["skipped"] else "fail" if i in r["failed"]
@@ -206,9 +206,12 @@ def main() -> int:
         eo = t.get("edgeopt")
         vs_eager = f"{t['eager'] / eo:.2f}x" if eo and "eager" in t else "-"
         vs_best = f"{peers[best] / eo:.2f}x" if eo and best else "-"
+        native = t.get("edgeopt_native")
+        native_vs_best = f"{peers[best] / native:.2f}x" if native and best else "-"
         best_cell = f"{best} {peers[best] * 1e3:.2f}" if best else "-"
         weights = "trained" if "trained" in r["prepare"].get("weights", "") else "random init"
-        lines.append(f"| {LABELS[model]} | {weights} | " + " | ".join(cells) + f" | {vs_eager} | {best_cell} | {vs_best} |")
+        lines.append(f"| {LABELS[model]} | {weights} | " + " | ".join(cells)
+                     + f" | {vs_eager} | {best_cell} | {vs_best} | {native_vs_best} |")
     lines += ["", "## Targets", "", *target_lines(results)]
     lines += ["", "## Inputs and weights", ""]
     for model, r in results.items():

@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "bindings/packed_args.h"
 #include "bindings/quant_args.h"
 #include "bindings/validate.h"
 #include "config/cpu.h"
@@ -23,19 +24,9 @@ void register_float_linear(py::module_& m);  // bindings/float_linear.cc (fp16 w
 void register_qconv(py::module_& m);         // bindings/qconv.cc (int8 convolution)
 void register_pool(py::module_& m);          // bindings/pool.cc (NHWC max and global average pooling)
 void register_sparse(py::module_& m);        // bindings/sparse.cc (block-sparse layers)
+void register_runtime(py::module_& m);       // bindings/runtime.cc (thread pool read-outs, execution plans)
 
 namespace {
-
-Qs8PackedView packed_view(const py::array& packed) {
-  require_dtype<uint8_t>(packed, "packed weights");
-  if (packed.ndim() != 1) value_error("packed weights must be a 1-D uint8 buffer");
-  require_c_contiguous(packed, "packed weights");
-  try {
-    return view_qs8_packed(static_cast<const uint8_t*>(packed.data()), size_t(packed.size()));
-  } catch (const std::invalid_argument& e) {
-    throw py::value_error(e.what());
-  }
-}
 
 py::array_t<uint8_t> qs8_pack(const py::array& w, const py::array& scale, const py::object& bias) {
   require_dtype<int8_t>(w, "weight");
@@ -59,7 +50,7 @@ py::array_t<uint8_t> qs8_pack(const py::array& w, const py::array& scale, const 
 }
 
 py::dict qs8_packed_info(const py::array& packed) {
-  const Qs8PackedView v = packed_view(packed);
+  const Qs8PackedView v = qs8_view(packed);
   try {
     // Once per load, O(n*k): a buffer from a file must meet every assumption the kernels make.
     validate_qs8_contents(v);
@@ -77,7 +68,7 @@ py::dict qs8_packed_info(const py::array& packed) {
 }
 
 py::tuple qs8_unpack(const py::array& packed) {
-  const Qs8PackedView v = packed_view(packed);
+  const Qs8PackedView v = qs8_view(packed);
   py::array_t<int8_t> w({v.n(), v.k()});
   py::array_t<float> scale(v.n()), bias(v.n());
   unpack_qs8_weights(v, w.mutable_data(), scale.mutable_data(), bias.mutable_data());
@@ -87,7 +78,7 @@ py::tuple qs8_unpack(const py::array& packed) {
 py::tuple qlinear_py(const py::array& x, const py::array& packed, py::array& out, bool dynamic, float x_scale,
                      int x_zero_point, float out_min, float out_max, float out_scale, int out_zero_point,
                      int num_threads) {
-  const Qs8PackedView w = packed_view(packed);
+  const Qs8PackedView w = qs8_view(packed);
   QLinearCall call;
   fill_quant_args(call, x, out, dynamic, x_scale, x_zero_point, out_min, out_max, out_scale, out_zero_point,
                   num_threads);
@@ -162,4 +153,5 @@ PYBIND11_MODULE(_C, m) {
   register_qconv(m);
   register_pool(m);
   register_sparse(m);
+  register_runtime(m);
 }

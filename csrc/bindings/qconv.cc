@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "bindings/conv_args.h"
+#include "bindings/packed_args.h"
 #include "bindings/quant_args.h"
 #include "bindings/validate.h"
 #include "ops/qconv.h"
@@ -23,46 +24,6 @@ using namespace edgeopt;
 using namespace edgeopt::bind;
 
 namespace {
-
-template <class F>
-auto rethrow_as_value_error(F&& f) {
-  try {
-    return f();
-  } catch (const std::invalid_argument& e) {
-    throw py::value_error(e.what());
-  }
-}
-
-const uint8_t* packed_bytes(const py::array& packed) {
-  require_dtype<uint8_t>(packed, "packed weights");
-  if (packed.ndim() != 1) value_error("packed weights must be a 1-D uint8 buffer");
-  require_c_contiguous(packed, "packed weights");
-  return static_cast<const uint8_t*>(packed.data());
-}
-
-bool is_depthwise_pack(const py::array& packed) {
-  const PackHeader h = rethrow_as_value_error([&] { return read_pack_header(packed_bytes(packed), size_t(packed.size())); });
-  return h.format == kPackFormatQs8Dwconv32x2 || h.format == kPackFormatQs8Dwconv16x2Retired;
-}
-
-// A grouped conv's weights are `groups` s8 GEMM packs of equal size, back to back.
-std::vector<Qs8PackedView> group_views(const py::array& packed, int64_t groups) {
-  const uint8_t* buf = packed_bytes(packed);
-  if (groups < 1) value_error("groups must be >= 1");
-  const size_t total = size_t(packed.size());
-  if (total % size_t(groups) != 0) value_error("packed conv weights do not split into " + std::to_string(groups) + " groups");
-  const size_t each = total / size_t(groups);
-  std::vector<Qs8PackedView> views;
-  for (int64_t g = 0; g < groups; ++g)
-    views.push_back(rethrow_as_value_error([&] { return view_qs8_packed(buf + size_t(g) * each, each); }));
-  for (const auto& v : views)
-    if (v.n() != views[0].n() || v.k() != views[0].k()) value_error("conv weight groups differ in shape");
-  return views;
-}
-
-QdwPackedView dw_view(const py::array& packed) {
-  return rethrow_as_value_error([&] { return view_qdw_packed(packed_bytes(packed), size_t(packed.size())); });
-}
 
 // weight: (out_channels, K) int8 with K = kh*kw*cin_per_group in (ky, kx, c) order.
 py::array_t<uint8_t> qconv_pack(const py::array& w, const py::array& scale, const py::object& bias, int64_t groups) {

@@ -37,6 +37,17 @@ class MaxPool2d(nn.MaxPool2d):
             return ops.max_pool2d(x, *(list(_pair(v)) for v in window), self.ceil_mode)
         return kernels.max_pool2d(x, *window, self.ceil_mode)  # takes ints or pairs
 
+    def plan_node(self):
+        """This pool as a node of a native execution plan (edgeopt.runtime): NHWC float32 or uint8."""
+        from edgeopt.runtime import PlanNode
+
+        if self.return_indices:
+            return None
+        k, s, p, d = (_pair(v) for v in (self.kernel_size, self.stride or self.kernel_size, self.padding,
+                                          self.dilation))
+        return PlanNode("max_pool2d", None, dict(kernel=k, stride=s, padding=p, dilation=d, ceil_mode=self.ceil_mode),
+                        inputs=("x",))
+
 
 def _check_quant(owner: str, scale: float, zero_point: int) -> tuple[float, int]:
     if not (math.isfinite(scale) and scale > 0) or not 0 <= int(zero_point) <= 255:
@@ -88,6 +99,19 @@ class GlobalAvgPool2d(nn.Module):
         out_scale, out_zero_point = out_quant or (1.0, 0)
         run = ops.global_avgpool_u8 if torch.compiler.is_compiling() else kernels.global_avgpool_u8
         return run(x, scale, zero_point, out_scale, out_zero_point, out_quant is not None)
+
+    def plan_node(self):
+        """This pool as a node of a native execution plan (edgeopt.runtime), for uint8 input only (float input
+        runs torch's pool): (N, H, W, C) uint8 -> (N, 1, 1, C) float32 or uint8."""
+        from edgeopt.runtime import PlanNode
+
+        if self._input_quant is None:
+            return None
+        (scale, zero_point), out_quant = self._input_quant, self._output_quant
+        out_scale, out_zero_point = out_quant or (1.0, 0)
+        return PlanNode("global_avg_pool2d", None, dict(x_scale=scale, x_zero_point=zero_point,
+                                                        out_uint8=out_quant is not None, out_scale=out_scale,
+                                                        out_zero_point=out_zero_point), accepts=(torch.uint8,))
 
     def get_extra_state(self) -> dict:
         return {"input_quant": self._input_quant, "output_quant": self._output_quant}

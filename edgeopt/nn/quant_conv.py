@@ -134,6 +134,22 @@ class QuantConv2d(StaticInputQuant):
                    self.out_max, out_scale, out_zero_point, self._output_params is not None,
                    self.channels_last_output, residual)
 
+    def plan_node(self):
+        """This layer as a node of a native execution plan (edgeopt.runtime): the op its forward calls and
+        the same arguments. Inputs: x (NHWC, float32 or uint8 in this layer's input parameters) and an
+        optional float32 residual of the output's shape."""
+        from edgeopt.runtime import PlanNode
+
+        if self.packed_weight.numel() == 0:
+            return None
+        scale, zero_point = self._input_params
+        out_scale, out_zero_point = self._output_params or (1.0, 0)
+        return PlanNode("qconv2d", self.packed_weight, dict(
+            kernel=self.kernel_size, stride=self.stride, padding=self.padding, dilation=self.dilation,
+            groups=self.groups, dynamic=self.mode == "dynamic", x_scale=scale, x_zero_point=zero_point,
+            out_min=self.out_min, out_max=self.out_max, out_uint8=self._output_params is not None,
+            out_scale=out_scale, out_zero_point=out_zero_point), inputs=("x", "residual"))
+
     def dequantized_weight(self) -> torch.Tensor:
         """The float filter the kernel effectively uses (int8 values times their scales), torch layout."""
         q, scale, _ = _C.qconv_unpack(self.packed_weight.numpy(), self.groups, validate=False)

@@ -68,6 +68,18 @@ class QuantLinear(StaticInputQuant):
         return run(x, self.packed_weight, self.in_features, self.out_features, self.mode == "dynamic", scale,
                    zero_point, self.out_min, self.out_max, 1.0, 0, False)
 
+    def plan_node(self):
+        """This layer as a node of a native execution plan (edgeopt.runtime): rows (N, in_features) of
+        float32 in, float32 out, the op and arguments its forward uses."""
+        from edgeopt.runtime import PlanNode
+
+        if self.packed_weight.numel() == 0:
+            return None
+        scale, zero_point = self._input_params
+        return PlanNode("qlinear", self.packed_weight, dict(
+            dynamic=self.mode == "dynamic", x_scale=scale, x_zero_point=zero_point, out_min=self.out_min,
+            out_max=self.out_max), inputs=("x",), layout="rows")
+
     def dequantized_weight(self) -> torch.Tensor:
         """The float weight the kernel effectively uses (int8 values times their scales)."""
         q, scale, _ = _C.qs8_unpack(self.packed_weight.numpy())
