@@ -100,6 +100,31 @@ def test_train_a_few_steps_saves_a_checkpoint_that_reloads(tmp_path):
     assert meta["history"][1]["train_loss"] < meta["history"][0]["train_loss"]
 
 
+
+@needs_data
+def test_prune_distill_task_prunes_whole_blocks_and_records_how(tmp_path):
+    from edgeopt.training.distill import prune_distill_task
+
+    teacher, teacher_meta = load_pretrained("fsdd_dscnn", with_metadata=True)
+    teacher_weights = {k: v.clone() for k, v in teacher.state_dict().items()}
+    result = prune_distill_task("fsdd", teacher, teacher_meta["model_name"], teacher_meta["model_kwargs"],
+                                sparsity=0.5, block=(16, 4), epochs=1, batch_size=32, train_limit=64,
+                                out=tmp_path / "p.pt", resume=tmp_path / "p.fit", command="test", progress=False)
+    assert all(torch.equal(teacher_weights[k], v) for k, v in teacher.state_dict().items())  # a copy was pruned
+    model, meta = load_checkpoint(result.checkpoint)
+    assert meta["pruning"]["sparsity"] == 0.5 and meta["pruning"]["block"] == [16, 4]
+    assert meta["distillation"]["alpha"] == 0.9 and len(meta["history"]) == 1 and meta["command"] == "test"
+    zero_blocks = total_blocks = 0
+    for name, w in model.state_dict().items():
+        if name.endswith("pointwise.weight"):  # the layers big enough to prune (64 x 64)
+            blocks = w.reshape(4, 16, 16, 4).abs().sum((1, 3))  # (out / 16, in / 4) block sums
+            zero_blocks += int((blocks == 0).sum())
+            total_blocks += blocks.numel()
+            assert int((w == 0).sum()) == 64 * int((blocks == 0).sum())  # zeros only as whole 16x4 blocks
+    assert zero_blocks == total_blocks // 2 and meta["pruning"]["weight_sparsity"] == pytest.approx(0.5)
+    assert evaluate(model, get_task("fsdd").dataset("test")).accuracy == pytest.approx(meta["test_accuracy"])
+
+
 def _run_cli(argv):
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
