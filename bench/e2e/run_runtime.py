@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 from edgeopt.perf import isa  # noqa: E402
+from edgeopt.perf.busy import BusyCore  # noqa: E402
 
 isa.steer()  # before torch: the AVX2-path switches (harmless under the avx2only shim)
 import edgeopt  # noqa: E402
@@ -280,14 +280,14 @@ def main() -> int:
             r["overhead_one_plan"] = {str(t): overhead(one_plan, x, t, args.reps * 2) for t in (1, 2)}
         if args.busy:
             print(f"{name}: one core busy, load {format_load()}", flush=True)
-            hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            hog = BusyCore()
+            hog.set(True)
             try:
                 time.sleep(0.5)
                 r["busy"] = measure({2: {"modules": qmodel, "plan": compiled, **runners[2]}}, x, args.reps,
                                     args.blocks)
             finally:
-                hog.kill()
-                hog.wait()
+                hog.set(False)
         results["models"][name] = r
         print(summary({"models": {name: r}}, args, load, (time.time() - started) / 60, meta), flush=True)
     load.stop()

@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 
 from edgeopt.perf import isa
+from edgeopt.perf.busy import BusyCore
 
 isa.steer()  # before torch (harmless under the avx2only shim)
 import edgeopt  # noqa: E402,F401
@@ -59,15 +59,15 @@ def main() -> int:
         for region in (True, False):
             t1 = run(args.layers, args.tasks, args.task_us, 1, region, args.reps)
             t2 = run(args.layers, args.tasks, args.task_us, 2, region, args.reps)
-            hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            hog = BusyCore()
+            hog.set(True)
             try:
                 time.sleep(0.3)
                 before = _C.pool_stats()
                 busy = run(args.layers, args.tasks, args.task_us, 2, region, args.reps)
                 after = _C.pool_stats()
             finally:
-                hog.kill()
-                hog.wait()
+                hog.set(False)
             calls = max(1, after["calls"] - before["calls"])
             rows.append((name, region, t1, t2, busy, (after["caller_sleeps"] - before["caller_sleeps"]) / calls,
                          (after["woke_sleepers"] - before["woke_sleepers"]) / calls))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 from edgeopt.perf import isa  # noqa: E402
+from edgeopt.perf.busy import BusyCore  # noqa: E402
 
 isa.steer()  # before torch: the AVX2-path switches (harmless under the avx2only shim)
 from edgeopt.perf.pyperf_runs import median_seconds, write_summary  # noqa: E402
@@ -50,12 +51,12 @@ def main() -> int:
     print(f"results -> {out}\nquiet machine", flush=True)
     quiet = run_all(out, "quiet", env, impls)
     print("one core busy (an unrelated process spinning)", flush=True)
-    load = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    load = BusyCore()
+    load.set(True)
     try:
         loaded = run_all(out, "loaded", env, impls)
     finally:
-        load.kill()
-        load.wait()
+        load.set(False)
 
     lines = [f"# Threads ({args.threads} threads per contender)", "", "## Latency with one core busy (median ms)", "",
              "| model | " + " | ".join(f"{i} quiet | {i} loaded | {i} ratio" for i in impls) + " |",

@@ -18,8 +18,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
-import subprocess
-import sys
 import threading
 import time
 import traceback
@@ -29,6 +27,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from edgeopt.perf.busy import BusyCore
 
 ROLES = ("baseline", "optimized")
 RING_SLOTS = 64
@@ -227,38 +227,6 @@ def model_main(role: str, optimized_path: str | None, ring: WindowRing, messages
     except BaseException as exc:
         if not isinstance(exc, KeyboardInterrupt):
             messages.put(("error", role, "".join(traceback.format_exception(exc))))
-
-
-BUSY_LOOP = "while True: pass"
-
-
-class BusyCore:
-    """A process that keeps one core busy (pinned to the last CPU where the OS allows it)."""
-
-    def __init__(self):
-        self._proc: subprocess.Popen | None = None
-
-    @property
-    def on(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def set(self, on: bool) -> None:
-        if on and not self.on:
-            self._proc = subprocess.Popen([sys.executable, "-c", BUSY_LOOP], stdin=subprocess.DEVNULL)
-            if hasattr(os, "sched_setaffinity"):
-                cpus = sorted(os.sched_getaffinity(0))
-                try:
-                    os.sched_setaffinity(self._proc.pid, {cpus[-1]})
-                except OSError:
-                    pass
-        elif not on and self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
 
 
 # --------------------------------------------------------------------------------------- the main side

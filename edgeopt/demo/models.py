@@ -163,7 +163,7 @@ def load(role: str, optimized_path: Path | None = None) -> tuple[nn.Module, Mode
         return model, info
     if role == "optimized":
         from edgeopt import nn as enn
-        from edgeopt.passes.macs import count_macs as performed_macs  # a sparse layer's stored blocks only
+        from edgeopt.perf.cost import count_macs as performed_macs  # a sparse layer's stored blocks only
 
         model, _ = load_artifact(optimized_path or prepare_optimized(), OPTIMIZED_RECIPE)
         student = load_pretrained(OPTIMIZED_RECIPE["student"])

@@ -20,8 +20,6 @@ import io
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from edgeopt.perf.busy import BusyCore
 from edgeopt.study import recipes as R
 from edgeopt.study import subjects as S
 
@@ -490,7 +489,8 @@ class Study:
             result["quiet"] = {row: s.to_dict() for row, s in quiet.items()}
             result["load_quiet"] = load.stop().to_dict()
             if cfg.loaded:
-                busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                busy = BusyCore()
+                busy.set(True)
                 try:
                     time.sleep(0.5)
                     load = LoadRecord()
@@ -499,8 +499,7 @@ class Study:
                     result["loaded"] = {row: s.to_dict() for row, s in busy_samples.items()}
                     result["load_loaded"] = load.stop().to_dict()
                 finally:
-                    busy.terminate()
-                    busy.wait()
+                    busy.set(False)
             _atomic_json(self.timing_path(name), result)
             eta.end(piece)
             fast = sorted(quiet.items(), key=lambda kv: kv[1].median)[:3]
