@@ -4,7 +4,7 @@ import subprocess
 import sys
 import time
 
-from edgeopt.perf.busy import BUSY_LOOP, BusyCore
+from edgeopt.perf.busy import BusyCore, busy_loop
 
 
 def _running(pid: int) -> bool:
@@ -30,9 +30,11 @@ def test_busy_core_spins_while_on_and_stops_when_switched_off():
 def test_spinner_ends_when_the_process_that_started_it_is_killed():
     # A demo or benchmark killed outright (SIGKILL, no cleanup) must not leave a core busy.
     starter = subprocess.Popen(
-        [sys.executable, "-c", f"import subprocess, sys, time\n"
-                               f"c = subprocess.Popen([sys.executable, '-c', {BUSY_LOOP!r}])\n"
-                               f"print(c.pid, flush=True)\ntime.sleep(60)"],
+        [sys.executable, "-c", "import subprocess, sys, time\n"
+                               "import os\n"
+                               "from edgeopt.perf.busy import busy_loop\n"
+                               "c = subprocess.Popen([sys.executable, '-c', busy_loop(os.getpid())])\n"
+                               "print(c.pid, flush=True)\ntime.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     spinner = int(starter.stdout.readline())
     assert _running(spinner)

@@ -10,9 +10,12 @@ import os
 import subprocess
 import sys
 
-# Spins, checking every few milliseconds that its parent still exists.
-BUSY_LOOP = ("import os\nparent = os.getppid()\n"
-             "while os.getppid() == parent:\n    for _ in range(200000):\n        pass\n")
+
+
+def busy_loop(parent_pid: int) -> str:
+    """The spinner's program: it spins while `parent_pid` is its parent, checked every few milliseconds. The
+    pid is given, not read at start-up, so a parent killed before the child got going still ends it."""
+    return f"import os\nwhile os.getppid() == {int(parent_pid)}:\n    for _ in range(200000):\n        pass\n"
 
 
 class BusyCore:
@@ -27,7 +30,8 @@ class BusyCore:
 
     def set(self, on: bool) -> None:
         if on and not self.on:
-            self._proc = subprocess.Popen([sys.executable, "-c", BUSY_LOOP], stdin=subprocess.DEVNULL)
+            self._proc = subprocess.Popen([sys.executable, "-c", busy_loop(os.getpid())],
+                                          stdin=subprocess.DEVNULL)
             if hasattr(os, "sched_setaffinity"):
                 try:
                     os.sched_setaffinity(self._proc.pid, {sorted(os.sched_getaffinity(0))[-1]})
