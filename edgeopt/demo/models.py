@@ -163,7 +163,7 @@ def load(role: str, optimized_path: Path | None = None) -> tuple[nn.Module, Mode
         return model, info
     if role == "optimized":
         from edgeopt import nn as enn
-        from edgeopt.perf.cost import count_macs as performed_macs  # a sparse layer's stored blocks only
+        from edgeopt.perf.cost import macs_per_sample as performed_macs  # a sparse layer's stored blocks only
 
         model, _ = load_artifact(optimized_path or prepare_optimized(), OPTIMIZED_RECIPE)
         student = load_pretrained(OPTIMIZED_RECIPE["student"])
@@ -171,7 +171,7 @@ def load(role: str, optimized_path: Path | None = None) -> tuple[nn.Module, Mode
                  "torch fp32": (nn.Conv2d, nn.Linear)}  # the lowering's kernel choice, measured when it was built
         layers = {kind: sum(isinstance(m, types) for m in model.modules()) for kind, types in kinds.items()}
         with torch.inference_mode():
-            macs = performed_macs(model, torch.zeros(INPUT_SHAPE))
+            macs = performed_macs(model, torch.zeros(INPUT_SHAPE))  # per sample
         method = "edgeopt.quantize: " + ", ".join(f"{n} {kind}" for kind, n in layers.items() if n) + " layers"
         info = ModelInfo(role, OPTIMIZED_RECIPE["title"], method, macs, count_params(student), _weight_bytes(model))
         return model, info
