@@ -70,6 +70,57 @@ __attribute__((always_inline)) inline const int8_t* dot_4x16c4(size_t kc, const 
   return w;
 }
 
+// The first 8 columns of a block only (the packed block's first 32 bytes of every 64-byte k group): the
+// last block of a layer whose output channels end 1-8 columns into it (MobileNetV2's 24-channel 1x1
+// convs) does half the multiplies. Per k group 4 broadcasts and 4 x (vpmaddubsw, vpmaddwd, vpaddd).
+#define EO_4X8C4_ROW(R, OFF, W, C0)                       \
+  "vpbroadcastd " #OFF "(%[" #R "],%[k]), %[va]\n\t"      \
+  "vpmaddubsw " #W "(%[w]), %[va], %[t0]\n\t"             \
+  "vpmaddwd %[ones], %[t0], %[t0]\n\t"                    \
+  "vpaddd %[t0], %[" #C0 "], %[" #C0 "]\n\t"
+#define EO_4X8C4_GROUP(OFF, W)       \
+  EO_4X8C4_ROW(a0, OFF, W, c00)      \
+  EO_4X8C4_ROW(a1, OFF, W, c10)      \
+  EO_4X8C4_ROW(a2, OFF, W, c20)      \
+  EO_4X8C4_ROW(a3, OFF, W, c30)
+
+// c{r}0 += the dot products of rows a0..a3 (kc bytes each, kc a multiple of 4) with columns 0-7 of the
+// packed block at w; returns w advanced past the whole block's kc / 4 groups. Exact as dot_4x16c4.
+__attribute__((always_inline)) inline const int8_t* dot_4x8c4(size_t kc, const uint8_t* a0, const uint8_t* a1,
+                                                             const uint8_t* a2, const uint8_t* a3, const int8_t* w,
+                                                             __m256i& c00, __m256i& c10, __m256i& c20, __m256i& c30,
+                                                             __m256i ones) {
+  size_t k = 0;
+  __m256i va, t0;
+  const size_t kc_pairs = kc & ~size_t(7);
+  if (kc_pairs != 0) {
+    __asm__(
+        "1:\n\t"
+        EO_4X8C4_GROUP(0, 0)
+        EO_4X8C4_GROUP(4, 64)
+        "add $8, %[k]\n\t"
+        "sub $-128, %[w]\n\t"
+        "cmp %[kc], %[k]\n\t"
+        "jb 1b\n\t"
+        : [k] "+r"(k), [w] "+r"(w), [va] "=&x"(va), [t0] "=&x"(t0), [c00] "+x"(c00), [c10] "+x"(c10),
+          [c20] "+x"(c20), [c30] "+x"(c30)
+        : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [kc] "r"(kc_pairs), [ones] "x"(ones)
+        : "cc", "memory");
+  }
+  if (kc & 4) {
+    __asm__(
+        EO_4X8C4_GROUP(0, 0)
+        "add $64, %[w]\n\t"
+        : [w] "+r"(w), [va] "=&x"(va), [t0] "=&x"(t0), [c00] "+x"(c00), [c10] "+x"(c10), [c20] "+x"(c20),
+          [c30] "+x"(c30)
+        : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [k] "r"(k), [ones] "x"(ones)
+        : "memory");
+  }
+  return w;
+}
+
+#undef EO_4X8C4_GROUP
+#undef EO_4X8C4_ROW
 #undef EO_4X16C4_GROUP
 #undef EO_4X16C4_ROW
 

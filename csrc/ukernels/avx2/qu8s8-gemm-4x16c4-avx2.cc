@@ -68,7 +68,9 @@ void eo_qu8s8_gemm_minmax_ukernel_4x16c4__avx2(size_t mr, size_t nc, size_t k_pa
   char* out = static_cast<char*>(c);
   for (;;) {
     __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
-    w = dot_4x16c4(k_padded, a0, a1, a2, a3, w, c00, c01, c10, c11, c20, c21, c30, c31, ones);
+    // A last block with 8 or fewer columns left multiplies only its first 8 (columns 8-15 are not stored).
+    w = nc > 8 ? dot_4x16c4(k_padded, a0, a1, a2, a3, w, c00, c01, c10, c11, c20, c21, c30, c31, ones)
+               : dot_4x8c4(k_padded, a0, a1, a2, a3, w, c00, c10, c20, c30, ones);
     const size_t nr = nc < size_t(kQGemmNr) ? nc : size_t(kQGemmNr);
     const ColumnEpilogue ce = column_epilogue(ep, col);
     store_row(c00, c01, ce, ep, nr, out);

@@ -60,8 +60,12 @@ void eo_qu8s8_igemm_minmax_ukernel_4x16c4__avx2(size_t mr, size_t nc, size_t kc,
   for (;;) {
     __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
     const uint8_t* const* at = a;
-    for (size_t t = 0; t < ks; ++t, at += kQGemmMr) {
-      w = dot_4x16c4(kc, at[0], at[1], at[2], at[3], w, c00, c01, c10, c11, c20, c21, c30, c31, ones);
+    if (nc > 8) {
+      for (size_t t = 0; t < ks; ++t, at += kQGemmMr) {
+        w = dot_4x16c4(kc, at[0], at[1], at[2], at[3], w, c00, c01, c10, c11, c20, c21, c30, c31, ones);
+      }
+    } else {  // a last block with 8 or fewer columns left: only its first 8 (8-15 are not stored)
+      for (size_t t = 0; t < ks; ++t, at += kQGemmMr) w = dot_4x8c4(kc, at[0], at[1], at[2], at[3], w, c00, c10, c20, c30, ones);
     }
     const size_t nr = nc < size_t(kQGemmNr) ? nc : size_t(kQGemmNr);
     const ColumnEpilogue ce = column_epilogue(ep, col);
