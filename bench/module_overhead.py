@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import avx2_path  # noqa: E402  (before torch)
+from edgeopt.perf import isa  # noqa: E402  (light: no torch)
+
+isa.steer()  # the per-library switches, before torch loads
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -69,7 +68,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--calls", type=int, default=2000)
     args = ap.parse_args()
-    meta = avx2_path.setup()
+    meta = isa.setup()
     torch.set_num_threads(1)
     edgeopt.set_num_threads(1)
     print(f"# {meta['avx2_method']}, edgeopt ISA {meta['edgeopt_isa']}, 1 thread, batch 1, "

@@ -11,7 +11,7 @@ each model's head). For each layer and thread count, in one process:
             and the nn.Module forward around it ("module"), which adds the Python call path.
 
 Both run in long alternating blocks (first calls of each block untimed: thread pools spin after a call),
-same thread count, under whatever AVX2 mechanism bench/avx2_path.py finds (the avx2only shim when
+same thread count, under whatever AVX2 mechanism edgeopt.perf.isa finds (the avx2only shim when
 LD_PRELOAD has it). Ceilings are measured in the same run: the int8 chain (vpmaddubsw+vpmaddwd+vpaddd,
 MAC/s) for depthwise, streaming read bandwidth (bytes/s, far larger than the caches) for pools.
 
@@ -23,14 +23,14 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ for avx2_path
-import avx2_path  # noqa: E402  (sets the per-library switches before torch loads)
+from edgeopt.perf import isa  # noqa: E402  (light: no torch)
+
+isa.steer()  # the per-library switches, before torch loads
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -280,7 +280,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating blocks per contender")
     parser.add_argument("--out", type=Path, default=None, help="write results.json and table.md here")
     args = parser.parse_args()
-    meta = avx2_path.setup()
+    meta = isa.setup()
     import openvino as ov
 
     meta["openvino"] = ov.get_version()
