@@ -7,9 +7,40 @@ allocation in edgeopt.kernels.
 """
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import torch
 
 from edgeopt import kernels
+
+
+def build_fingerprint() -> str:
+    """Short hash of what defines the ops' behaviour: this file, edgeopt.kernels (checks and fakes) and the
+    built extension (size and modification time)."""
+    from edgeopt._native import _C
+
+    h = hashlib.sha1()
+    for path in (Path(__file__), Path(kernels.__file__)):
+        h.update(path.read_bytes())
+    so = Path(_C.__file__).stat()
+    h.update(f"{so.st_size}:{so.st_mtime_ns}".encode())
+    return h.hexdigest()[:12]
+
+
+def _tag_compile_caches() -> None:
+    """torch.compile's caches key a graph by its ops' names and schemas, not by what edgeopt's ops and fakes
+    do: code compiled against another edgeopt build (other output strides) would be reused after an upgrade
+    and read its outputs wrongly -- wrong results, even heap corruption. Tag every cache key with this build;
+    a tag the user set is kept."""
+    from torch.compiler import config
+
+    tag = f"edgeopt-{build_fingerprint()}"
+    if tag not in config.cache_key_tag.split("|"):
+        config.cache_key_tag = f"{config.cache_key_tag}|{tag}" if config.cache_key_tag else tag
+
+
+_tag_compile_caches()
 
 
 @torch.library.custom_op("edgeopt::quant_linear", mutates_args=())
