@@ -31,11 +31,13 @@ def build_fingerprint() -> str:
 def _tag_compile_caches() -> None:
     """torch.compile's caches key a graph by its ops' names and schemas, not by what edgeopt's ops and fakes
     do: code compiled against another edgeopt build (other output strides) would be reused after an upgrade
-    and read its outputs wrongly -- wrong results, even heap corruption. Tag every cache key with this build;
-    a tag the user set is kept."""
+    and read its outputs wrongly. Nor does the key tell the CPU capability ATen sees: a graph compiled where the
+    CPU reports AVX-512 and reused where it reports AVX2 only (the avx2only shim, a wheel's cache copied between
+    machines) gives wrong results, then heap corruption. Tag every cache key with this build and that
+    capability; a tag the user set is kept."""
     from torch.compiler import config
 
-    tag = f"edgeopt-{build_fingerprint()}"
+    tag = f"edgeopt-{build_fingerprint()}-{torch.backends.cpu.get_cpu_capability().lower()}"
     if tag not in config.cache_key_tag.split("|"):
         config.cache_key_tag = f"{config.cache_key_tag}|{tag}" if config.cache_key_tag else tag
 

@@ -1,8 +1,9 @@
 """torch.compile's caches must not hand one edgeopt build's compiled code to another.
 
 Inductor keys a graph by its ops' names and schemas, not by what edgeopt's ops and fakes do; before the build
-tag, code compiled against an older build was reused after an upgrade (QuantLinear + GELU: outputs off by
-1.4, then "double free or corruption")."""
+tag, a graph compiled where ATen sees AVX-512 was reused where it sees AVX2 only (the avx2only shim), and code
+compiled against an older build after an upgrade (QuantLinear + GELU: outputs off by 1.8, then "double free or
+corruption")."""
 import os
 import subprocess
 import sys
@@ -30,7 +31,7 @@ COMPILE_ONCE = textwrap.dedent("""
 
 
 def test_every_compile_cache_key_carries_this_build():
-    tag = f"edgeopt-{ops.build_fingerprint()}"
+    tag = f"edgeopt-{ops.build_fingerprint()}-{torch.backends.cpu.get_cpu_capability().lower()}"
     assert tag in torch.compiler.config.cache_key_tag.split("|")
     saved = torch.compiler.config.cache_key_tag
     try:
