@@ -199,11 +199,12 @@ def test_a_model_before_an_edgeopt_layer_still_learns():
     assert first.weight.grad is not None and first.weight.grad.abs().sum() > 0
 
 
-def test_uint8_output_carries_no_gradient_and_says_so():
-    module = packed_modules()["QuantConv2d"]
+@pytest.mark.parametrize("name", ["QuantConv2d", "SparseConv2d int8", "SparseLinear int8"])  # the U8Output modules
+def test_uint8_output_carries_no_gradient_and_says_so(name):
+    module = packed_modules()[name]
     module.set_output_quant(0.1, 0)
     with pytest.raises(RuntimeError, match="carries no gradient"):
-        module(image_input(module).requires_grad_())
+        module(module_input(module).requires_grad_())
 
 
 # -- non-finite bias ------------------------------------------------------------------------------------------

@@ -52,4 +52,7 @@ def float_twin_gradient(module: torch.nn.Module, *inputs: torch.Tensor | None) -
                            "compile the model for inference (model.eval() under torch.no_grad())")
     if any(t is not None and not t.is_floating_point() for t in inputs):
         raise RuntimeError(f"edgeopt {label}: an integer input carries no gradient")
+    if getattr(module, "_output_params", None) is not None:  # U8Output modules after set_output_quant
+        raise RuntimeError(f"edgeopt {label}: a uint8 output (set_output_quant) carries no gradient; run the "
+                           "quantized chain under torch.no_grad()")
     return _FloatTwinGradient.apply(module, *inputs)

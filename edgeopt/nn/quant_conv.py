@@ -118,9 +118,6 @@ class QuantConv2d(U8Output, PackedBuffers, StaticInputQuant):
         """x (N, C, H, W) or (C, H, W). `residual` (float32, the output's shape) is added before the fused
         activation's clamp: relu(conv(x) + residual) in one pass, as at the end of a ResNet block."""
         if needs_grad(x, residual):
-            if self._output_params is not None:
-                raise RuntimeError("edgeopt QuantConv2d: a uint8 output (set_output_quant) carries no gradient; "
-                                   "run the quantized chain under torch.no_grad()")
             return float_twin_gradient(self, x, residual)
         run = ops.quant_conv2d if torch.compiler.is_compiling() else kernels.quant_conv2d
         scale, zero_point = self._input_params

@@ -131,9 +131,6 @@ class SparseConv2d(U8Output, PackedBuffers, StaticInputQuant):
         (int8, float32 of the output's shape) is added before the fused activation's clamp: relu(conv(x) +
         residual) in one pass, as at the end of a ResNet block."""
         if needs_grad(x, residual):
-            if self._output_params is not None:
-                raise RuntimeError("edgeopt SparseConv2d: a uint8 output (set_output_quant) carries no gradient; "
-                                   "run the quantized chain under torch.no_grad()")
             return float_twin_gradient(self, x, residual)
         run = ops.sparse_conv2d if torch.compiler.is_compiling() else kernels.sparse_conv2d
         scale, zero_point = self._input_params
