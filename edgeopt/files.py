@@ -24,26 +24,34 @@ _UMASK = _read_umask()
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """`with atomic_file(path) as f: ...` writes f to `path` when the block finishes, and nothing when it raises.
-    The temporary name is unique (pid and a random part), so concurrent runs never write the same one."""
-    if mode not in ("w", "wb"):
-        raise ValueError(f"edgeopt atomic_file: mode must be 'w' or 'wb', got {mode!r}")
-    path = Path(path)
+def _replacing(path: Path, prefix: str, suffix: str) -> Iterator[tuple[int, str]]:
+    """(fd, name) of a new temporary file beside `path` that replaces `path` when the block finishes (with the
+    permissions a plain open would have given) and is removed when it raises. The name is unique (pid and a
+    random part), so concurrent runs never write the same one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", suffix=suffix, dir=path.parent)
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a plain open would have given the umask's bits
+        yield fd, tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     _sync_directory(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """`with atomic_file(path) as f: ...` writes f to `path` when the block finishes, and nothing when it raises."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"edgeopt atomic_file: mode must be 'w' or 'wb', got {mode!r}")
+    path = Path(path)
+    with _replacing(path, f".{path.name}.", TMP_SUFFIX) as (fd, _):
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
@@ -67,21 +75,11 @@ def atomic_by_name(path: str | os.PathLike, write: Callable[[str], Any]) -> Path
     called with a temporary name in the target's directory, which then replaces `path`. The temporary name
     keeps the target's suffix, which some writers read to pick the format."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}.", suffix=TMP_SUFFIX + path.suffix,
-                               dir=path.parent)
-    os.close(fd)
-    try:
+    with _replacing(path, f".{path.stem}.", TMP_SUFFIX + path.suffix) as (fd, tmp):
+        os.close(fd)
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _sync_directory(path.parent)
     return path
 
 
